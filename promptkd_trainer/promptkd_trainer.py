@@ -232,8 +232,8 @@ class PromptKDTrainer(SFTTrainer):
     def _resolve_args(model, args) -> PromptKDConfig:
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
-            return PromptKDConfig(f"{str(name).rstrip('/').split('/')[-1]}-PromptKD")
-        if isinstance(args, PromptKDConfig):
+            args = PromptKDConfig(f"{str(name).rstrip('/').split('/')[-1]}-PromptKD")
+        elif isinstance(args, PromptKDConfig):
             args = copy.deepcopy(args)  # the caller's object is never mutated
         elif isinstance(args, TrainingArguments):
             dict_args = args.to_dict()

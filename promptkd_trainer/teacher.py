@@ -74,6 +74,9 @@ def build_prompted_teacher(
                 f"The teacher's prompt has {cfg.num_virtual_tokens} virtual tokens but `num_virtual_tokens` is "
                 f"{num_virtual_tokens}. Set `num_virtual_tokens={cfg.num_virtual_tokens}` in PromptKDConfig."
             )
+        # PEFT loads adapters in inference mode (and refuses `is_trainable=True` for prompt learning): re-enable
+        # training of the prompt explicitly.
+        cfg.inference_mode = False
         prompted = teacher
     else:
         if prompt_init_text is None:
