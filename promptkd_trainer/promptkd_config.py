@@ -57,6 +57,9 @@ class PromptKDConfig(SFTConfig):
             Learning rate of the soft prompt. Defaults to `learning_rate` (the official scripts use the same value).
         teacher_weight_decay (`float`, *optional*, defaults to `0.01`):
             AdamW weight decay of the soft prompt (official code: 0.01, the prompt is decayed).
+        teacher_gradient_checkpointing (`bool`, *optional*):
+            Checkpoint the teacher's activations in the forward that back-propagates to the prompt; defaults to
+            `gradient_checkpointing`. The backward to the prompt otherwise keeps all of the teacher's activations.
 
         > Parameters that control the losses
 
@@ -147,6 +150,13 @@ class PromptKDConfig(SFTConfig):
     )
     teacher_weight_decay: float = field(
         default=0.01, metadata={"help": f"AdamW weight decay of the soft prompt ({_PKD}: 0.01, prompt decayed)."}
+    )
+    teacher_gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint the teacher's activations in the forward that back-propagates to the prompt. None: "
+            f"follow `gradient_checkpointing` ({_PKD}: both models checkpointed for OPT/Llama)."
+        },
     )
 
     # Losses.

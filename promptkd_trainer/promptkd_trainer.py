@@ -196,7 +196,19 @@ class PromptKDTrainer(SFTTrainer):
         self.teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
         self.teacher.to(self.accelerator.device)
         self.teacher.eval()
-        self._teacher_dropout = _has_active_dropout(self.teacher)
+        teacher_gc = args.gradient_checkpointing if args.teacher_gradient_checkpointing is None else (
+            args.teacher_gradient_checkpointing
+        )
+        if teacher_gc:
+            # The backward to the prompt runs through the whole frozen teacher; without checkpointing it keeps all
+            # of the teacher's activations (the official OPT/Llama runs checkpoint both models). The prompt makes
+            # the input embeddings require grad, which reentrant checkpointing needs (paper.md §5.11).
+            self.teacher.get_base_model().gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+            )
+        # transformers checkpoints only in train mode, and the official code runs the prompted teacher in train mode
+        # in the prompt step; with dropout disabled, train mode changes nothing else.
+        self._teacher_train_mode = teacher_gc or _has_active_dropout(self.teacher)
         self._student_dropout = _has_active_dropout(self.model)
         self.prompt_optimizer: torch.optim.Optimizer | None = None
         self.prompt_scheduler = None
@@ -459,9 +471,18 @@ class PromptKDTrainer(SFTTrainer):
     def _student_logits(model, batch) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
 
-    def _teacher_logits(self, batch, prompted: bool = True) -> torch.Tensor:
+    def _teacher_logits(self, batch, prompted: bool = True, grad: bool = False) -> torch.Tensor:
+        """Teacher logits aligned with the student's; `grad=True` is the forward that back-propagates to the prompt.
+
+        Only that forward runs in train mode (official code: prompted teacher in train mode in the prompt step, eval
+        mode for its targets), which is also what lets transformers checkpoint it.
+        """
         fn = prompted_teacher_logits if prompted else plain_teacher_logits
-        return fn(self.teacher, batch["input_ids"], batch["attention_mask"])[:, :-1]
+        self.teacher.train(grad and self._teacher_train_mode)
+        try:
+            return fn(self.teacher, batch["input_ids"], batch["attention_mask"])[:, :-1]
+        finally:
+            self.teacher.eval()
 
     def _prompt_losses(self, prompted_logits, student_target, batch, num_items):
         """Prompt loss D_prompt(prompted teacher, student) and regulariser D_reg(prompted teacher, teacher)."""
@@ -488,16 +509,13 @@ class PromptKDTrainer(SFTTrainer):
 
     def _paper_prompt_update(self, model, first_student_logits, num_items) -> None:
         """Official order: the prompt's loss over the whole window, backward, prompt step (paper.md §1.2 step 2)."""
-        if self._teacher_dropout:
-            self.teacher.train()  # official code: the prompted teacher runs in train mode for the prompt step
         for i, batch in enumerate(self._window):
             target = self._student_target(model, batch, first_student_logits if i == 0 else None)
-            prompted = self._teacher_logits(batch)
+            prompted = self._teacher_logits(batch, grad=True)
             prompt_loss, reg_loss, weight = self._prompt_losses(prompted, target, batch, num_items)
             (prompt_loss + weight * reg_loss).backward()
             self._add_stat("loss/prompt", prompt_loss)
             self._add_stat("loss/reg", reg_loss)
-        self.teacher.eval()
         self._step_prompt()
 
     def _add_stat(self, key: str, value: torch.Tensor) -> None:
@@ -518,10 +536,7 @@ class PromptKDTrainer(SFTTrainer):
             loss = self._div(student_logits, target, self.args.student_loss_type, mask, num_items)
             self._add_stat("loss/student", loss)
         else:
-            if self._teacher_dropout:
-                self.teacher.train()
-            prompted = self._teacher_logits(inputs)
-            self.teacher.eval()
+            prompted = self._teacher_logits(inputs, grad=True)
             student_loss = self._div(student_logits, prompted.detach(), self.args.student_loss_type, mask, num_items)
             target = self._student_target(model, inputs, student_logits)
             prompt_loss, reg_loss, weight = self._prompt_losses(prompted, target, inputs, num_items)

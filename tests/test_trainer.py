@@ -483,3 +483,20 @@ def test_teacher_with_existing_prompt_adapter(tiny_dir, tmp_path):
             args=config(tmp_path / "c", num_virtual_tokens=5), train_dataset=make_messages_dataset(4),
             processing_class=first.processing_class,
         )
+
+
+def test_teacher_gradient_checkpointing_same_update(tiny_dir, tmp_path):
+    """Checkpointing the teacher recomputes its blocks in the backward to the prompt, and changes nothing else."""
+    prompts, calls = [], []
+    for gc in (False, True):
+        trainer = fake_generation(make_trainer(tiny_dir, tmp_path / str(gc), max_steps=1, teacher_gradient_checkpointing=gc))
+        # A submodule of the block: transformers checkpoints `forward`, so the block's own hooks do not re-run.
+        attn = trainer.teacher.get_base_model().transformer.h[0].attn
+        handle = attn.register_forward_hook(lambda *a: calls.append(gc))
+        trainer.train()
+        handle.remove()
+        prompts.append(prompt_parameter(trainer.teacher).detach().clone())
+    torch.testing.assert_close(prompts[0], prompts[1], rtol=1e-5, atol=1e-6)
+    # Paper order with w(1) = 0 at max_steps=1: prompted (grad) and prompted (after the update) = 2 teacher forwards,
+    # plus 1 recomputation in the backward with checkpointing.
+    assert calls.count(False) == 2 and calls.count(True) == 3
