@@ -1,0 +1,229 @@
+# Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
+"""`promptkd eval`: score a model (or a prompted teacher) on the PromptKD/MiniLLM instruction-following sets.
+
+```bash
+promptkd eval --model path/to/student --data-dir data/minillm --output-dir outputs/eval-student
+promptkd eval --teacher gpt2-xl-sft --teacher-prompt outputs/run/teacher_prompt --sets dolly --seeds 10
+```
+
+For each set and seed it writes `answers_{set}_seed{seed}.jsonl` (one `{"prompt", "text", "references", "rougeL"}`
+line per example; `text` as in the official prediction files) and, at the end, `scores.json`; then prints a table.
+Decoding follows the papers ([`promptkd_trainer.evaluation.paper_generation_kwargs`]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging
+
+from .evaluation import EVAL_SETS, PAPER_SEEDS, evaluate_model, load_eval_set, rouge_l
+
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "minillm")
+
+_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `promptkd eval` options to `parser` (a parser or a sub-command parser) and return it."""
+    what = parser.add_argument_group("what to evaluate (pass --model, or --teacher with --teacher-prompt)")
+    what.add_argument(
+        "--model", help="Model directory or Hub id (a student, or any causal LM; a LoRA adapter directory works too)."
+    )
+    what.add_argument("--teacher", help="Teacher model directory or Hub id, evaluated through --teacher-prompt.")
+    what.add_argument("--teacher-prompt", help="Directory of the teacher's PEFT prompt-tuning adapter.")
+    what.add_argument("--tokenizer", help="Tokenizer directory or Hub id (default: the model's or the teacher's).")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR if os.path.isdir(DEFAULT_DATA_DIR) else None,
+        help="MiniLLM data directory holding dolly/, self-inst/, vicuna/, sinst/, uinst/ "
+        f"(default: {DEFAULT_DATA_DIR} when it exists).",
+    )
+    data.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=list(EVAL_SETS), help="Sets to score.")
+    data.add_argument("--max-examples", type=int, default=None, help="Keep the first N examples of each set.")
+    gen = parser.add_argument_group("generation (defaults: the papers' protocol)")
+    gen.add_argument("--seeds", nargs="+", type=int, default=list(PAPER_SEEDS), help="One sampled run per seed.")
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--no-repeat-ngram-size", type=int, default=6, help="0 disables the constraint.")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0, help="0 disables top-k.")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--greedy", action="store_true", help="Also score one greedy decode per set.")
+    run = parser.add_argument_group("runtime")
+    run.add_argument("--output-dir", default=os.path.join("outputs", "eval"), help="Where answers and scores go.")
+    run.add_argument("--dtype", choices=list(_DTYPES), default="auto", help="Weights dtype (auto: the checkpoint's).")
+    run.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda when available).")
+    run.add_argument("--trust-remote-code", action="store_true", help="Allow model code from the Hub (off by default).")
+    return parser
+
+
+def _load_model(name_or_path: str, args: argparse.Namespace):
+    kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "trust_remote_code": args.trust_remote_code}
+    adapter_config = os.path.join(name_or_path, "adapter_config.json")
+    if os.path.isfile(adapter_config) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        with open(adapter_config) as f:
+            peft_type = json.load(f).get("peft_type")
+        if peft_type in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"):
+            raise ValueError(
+                f"{name_or_path} is a {peft_type} adapter; evaluate it with --teacher BASE --teacher-prompt "
+                f"{name_or_path}."
+            )
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
+def _load_tokenizer(args: argparse.Namespace, source: str, model):
+    """`--tokenizer`, else the model's directory or id, else (adapter directories) the base model's."""
+    candidates = [args.tokenizer] if args.tokenizer else [source, getattr(model, "name_or_path", None)]
+    peft_config = getattr(model, "peft_config", None)
+    if peft_config and not args.tokenizer:
+        candidates += [c.base_model_name_or_path for c in peft_config.values()]
+    errors = []
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        try:
+            return AutoTokenizer.from_pretrained(candidate, trust_remote_code=args.trust_remote_code)
+        except (OSError, ValueError) as e:
+            errors.append(f"{candidate}: {e}")
+    raise ValueError("Could not load a tokenizer; pass --tokenizer. Tried: " + " | ".join(errors))
+
+
+def _load(args: argparse.Namespace):
+    """Model (or None), prompted teacher (or None), tokenizer."""
+    if args.teacher_prompt and not args.teacher:
+        raise ValueError("--teacher-prompt needs --teacher (the base model the prompt was trained on).")
+    if args.model and args.teacher:
+        raise ValueError("Pass either --model or --teacher/--teacher-prompt, not both (run the command twice).")
+    if not args.model and not args.teacher:
+        raise ValueError("Nothing to evaluate: pass --model, or --teacher with --teacher-prompt.")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.model:
+        model = _load_model(args.model, args)
+        return model.to(device), None, _load_tokenizer(args, args.model, model)
+    from peft import PeftModel, PromptTuningConfig
+
+    teacher = AutoModelForCausalLM.from_pretrained(
+        args.teacher, dtype=_DTYPES[args.dtype], trust_remote_code=args.trust_remote_code
+    )
+    tokenizer = _load_tokenizer(args, args.teacher, teacher)
+    if not args.teacher_prompt:
+        return teacher.to(device), None, tokenizer
+    prompted = PeftModel.from_pretrained(teacher, args.teacher_prompt)
+    if not isinstance(prompted.active_peft_config, PromptTuningConfig):
+        raise ValueError(
+            f"{args.teacher_prompt} holds a {type(prompted.active_peft_config).__name__} adapter, not a prompt-tuning "
+            "one; evaluate a merged or LoRA model with --model instead."
+        )
+    return None, prompted.to(device), tokenizer
+
+
+def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _print_table(scores: dict[str, Any]) -> None:
+    header = f"{'set':<10} {'n':>5} {'ROUGE-L mean':>13} {'std':>7} {'EM':>7}"
+    if any("greedy_rougeL" in s for s in scores["sets"].values()):
+        header += f" {'greedy R-L':>11}"
+    print(header)
+    print("-" * len(header))
+    for name, s in scores["sets"].items():
+        line = f"{name:<10} {s['num_examples']:>5} {s.get('rougeL_mean', float('nan')):>13.2f} "
+        line += f"{s.get('rougeL_std', float('nan')):>7.2f} {s.get('exact_match_mean', float('nan')):>7.2f}"
+        if "greedy_rougeL" in s:
+            line += f" {s['greedy_rougeL']:>11.2f}"
+        print(line)
+    if scores.get("average_rougeL") is not None:
+        print("-" * len(header))
+        print(f"{'average':<10} {'':>5} {scores['average_rougeL']:>13.2f}")
+
+
+def run_eval(args: argparse.Namespace) -> dict[str, Any]:
+    """Run `promptkd eval` with parsed arguments; return the content of `scores.json`.
+
+    `scores.json` holds `model`, `teacher`, `teacher_prompt`, `data_dir`, `seeds`, `generation_kwargs`,
+    `average_rougeL` (mean over sets of the seed-mean ROUGE-L) and `sets`: per set `num_examples`, `rougeL`
+    (`{seed: score}`), `rougeL_mean`, `rougeL_std`, `exact_match` (`{seed: score}`), `exact_match_mean` (and
+    `greedy_rougeL`, `greedy_exact_match` with `--greedy`). Scores are x100.
+    """
+    if not args.data_dir:
+        raise ValueError(f"--data-dir is required ({DEFAULT_DATA_DIR} does not exist from {os.getcwd()}).")
+    if not args.seeds and not args.greedy:
+        raise ValueError("Nothing to generate: pass --seeds and/or --greedy.")
+    # Read every set before loading weights, so that a wrong --data-dir or --sets fails fast.
+    eval_sets = {name: load_eval_set(args.data_dir, name, max_examples=args.max_examples) for name in args.sets}
+    model, prompted, tokenizer = _load(args)
+    generation_kwargs = {
+        "do_sample": True,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size or None,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    scores: dict[str, Any] = {
+        "model": args.model,
+        "teacher": args.teacher,
+        "teacher_prompt": args.teacher_prompt,
+        "data_dir": os.path.abspath(args.data_dir),
+        "seeds": list(args.seeds),
+        "max_examples": args.max_examples,
+        "generation_kwargs": generation_kwargs,
+        "sets": {},
+    }
+    for name, examples in eval_sets.items():
+        logger.info(f"Evaluating {name}: {len(examples)} examples, seeds {list(args.seeds)}")
+        result = evaluate_model(
+            model,
+            tokenizer,
+            examples,
+            seeds=args.seeds,
+            greedy=args.greedy,
+            prompted_teacher=prompted,
+            batch_size=args.batch_size,
+            generation_kwargs=generation_kwargs,
+        )
+        for run_name, answers in result.pop("answers").items():
+            rows = [
+                {
+                    "prompt": ex["prompt"],
+                    "text": ans,
+                    "references": ex["references"],
+                    "rougeL": rouge_l(ans, ex["references"]),
+                }
+                for ex, ans in zip(examples, answers)
+            ]
+            _write_jsonl(os.path.join(args.output_dir, f"answers_{name}_{run_name}.jsonl"), rows)
+        result.pop("generation_kwargs", None)
+        result.pop("seeds", None)
+        scores["sets"][name] = result
+    means = [s["rougeL_mean"] for s in scores["sets"].values() if "rougeL_mean" in s]
+    scores["average_rougeL"] = sum(means) / len(means) if means else None
+    with open(os.path.join(args.output_dir, "scores.json"), "w", encoding="utf-8") as f:
+        json.dump(scores, f, indent=2)
+    _print_table(scores)
+    return scores
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point for `python -m promptkd_trainer.eval_cli`."""
+    parser = add_eval_arguments(argparse.ArgumentParser(prog="promptkd eval", description=__doc__.splitlines()[0]))
+    return run_eval(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
