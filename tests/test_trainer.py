@@ -500,3 +500,19 @@ def test_teacher_gradient_checkpointing_same_update(tiny_dir, tmp_path):
     # Paper order with w(1) = 0 at max_steps=1: prompted (grad) and prompted (after the update) = 2 teacher forwards,
     # plus 1 recomputation in the backward with checkpointing.
     assert calls.count(False) == 2 and calls.count(True) == 3
+
+
+def test_seq_kd_samples_from_prompted_teacher(tiny_dir, tmp_path):
+    trainer = make_trainer(tiny_dir, tmp_path, lmbda=0.0, seq_kd=True, max_steps=1)
+    sources = []
+    original = trainer._generate_completions
+
+    def spy(model, batch, source):
+        sources.append(source)
+        return original(model, batch, source)
+
+    trainer._generate_completions = spy
+    trainer.train()
+    assert sources == ["teacher"]
+    logs = trainer.state.log_history[0]
+    assert logs["on_policy_fraction"] == 0.0 and 1 <= logs["completion_length"] <= trainer.args.max_new_tokens
