@@ -11,6 +11,7 @@ promptkd eval --model outputs/gpt2-base-promptkd --sets dolly self_inst
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -83,6 +84,13 @@ def _drop_long_prompts(dataset, tokenizer, max_tokens: int):
     return kept
 
 
+def _missing_local_path(name: str | None) -> bool:
+    """True for a name that can only be a local path (a Hub id is `name` or `namespace/name`) and does not exist."""
+    if not name or os.path.exists(os.path.expanduser(name)):
+        return False
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def run_train(argv: list[str] | None = None):
     """Entry point of `promptkd train`: TRL-style flags plus `--config file.yaml`."""
     from transformers import AutoTokenizer
@@ -95,6 +103,13 @@ def run_train(argv: list[str] | None = None):
     script_args, config = parser.parse_args_and_config(argv)
     if config.teacher_model_name_or_path is None:
         parser.error("--teacher_model_name_or_path is required (the teacher model id or path).")
+    for flag, name in (
+        ("--model_name_or_path", script_args.model_name_or_path),
+        ("--teacher_model_name_or_path", config.teacher_model_name_or_path),
+        ("--tokenizer_name_or_path", script_args.tokenizer_name_or_path),
+    ):
+        if _missing_local_path(name):
+            parser.error(f"{flag} {name!r}: no such directory (and not a Hub id, which has the form namespace/name).")
 
     tokenizer = AutoTokenizer.from_pretrained(
         script_args.tokenizer_name_or_path or script_args.model_name_or_path,
