@@ -19,9 +19,11 @@ processes), else by the number of selected positions.
 
 Memory: the loss is computed by a `torch.autograd.Function` that walks over the selected positions in chunks of
 `chunk_size` rows, upcasts one chunk at a time to fp32 (fp64 inputs stay fp64) and computes that chunk's loss and its
-closed-form gradients at once, writing the gradients into buffers shaped like the inputs (the Liger-Kernel approach). No full `[N, V]` fp32
-copy of either distribution is ever held: the only full-size allocation is the gradient buffer, which has the size
-(and the dtype) of the logits gradient that autograd would materialise anyway.
+closed-form gradients at once, writing the gradients into buffers shaped like the inputs (the Liger-Kernel
+approach). No full `[N, V]` fp32 copy of either distribution is ever held: the only full-size allocation is the
+gradient buffer, which has the size (and the dtype) of the logits gradient that autograd would materialise anyway.
+The per-chunk working set is a few `[chunk_size, V]` fp32 buffers, so `chunk_size` should be well below the number
+of positions for the chunking to pay off.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ __all__ = [
 ]
 
 DIVERGENCE_TYPES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl")
+
+# Elements of one fp32 working chunk ([chunk, V]): 2**23 * 4 bytes = 32 MiB. A fixed number of positions would make the
+# working set grow with the vocabulary (1024 positions x 152k vocab = 620 MB per buffer); a fixed element budget keeps
+# it bounded, and small enough next to the logits gradient (benchmarks/divergence_memory.py).
+DEFAULT_CHUNK_ELEMENTS = 2**23
+
+
+def default_chunk_size(vocab_size: int) -> int:
+    """Positions per chunk so that one fp32 `[chunk, V]` buffer holds `DEFAULT_CHUNK_ELEMENTS` values."""
+    return max(1, DEFAULT_CHUNK_ELEMENTS // max(int(vocab_size), 1))
 
 NumItems = Optional[Union[int, float, torch.Tensor]]
 
@@ -79,77 +91,105 @@ def _mixture_log_probs(logp: torch.Tensor, logq: torch.Tensor, w_p: float, w_q: 
     return torch.logaddexp(t_p, t_q, out=t_p)
 
 
-def _chunk_reverse_kl(logp, logq, invalid, need_p, need_q, coef):
+# Kernels take ownership of the two log-probability chunks (passed in a list that they empty) so that they can turn
+# them into probabilities in place and drop the ones they no longer need: together with the `out=` / in-place ops this
+# keeps the peak at two to four [C, V] buffers. They return `(loss_sum, g, h, p, q)`, where g and p are set when
+# `need_p`, h and q when `need_q`; g and h are fresh buffers that the caller may overwrite.
+
+
+def _chunk_reverse_kl(logs, invalid, need_p, need_q, coef):
     # KL(P || Q): l = p (log p - log q); g = l + p; h = -p.
-    p = logp.exp()
-    ell = _masked_((logp - logq).mul_(p), invalid)
+    logp, logq = logs
+    logs.clear()
+    ell = logp - logq
+    q = logq.exp_() if need_q else None
+    del logq
+    p = logp.exp_()
+    ell = _masked_(ell.mul_(p), invalid)
     loss = ell.sum()
-    g = _masked_(ell.add_(p), invalid) if need_p else None
     h = _masked_(p.neg(), invalid) if need_q else None
-    return loss, g, h, p, None
+    g = _masked_(ell.add_(p), invalid) if need_p else None
+    return loss, g, h, (p if need_p else None), q
 
 
-def _chunk_forward_kl(logp, logq, invalid, need_p, need_q, coef):
+def _chunk_forward_kl(logs, invalid, need_p, need_q, coef):
     # KL(Q || P): l = q (log q - log p); g = -q; h = l + q.
-    q = logq.exp()
-    ell = _masked_((logq - logp).mul_(q), invalid)
+    logp, logq = logs
+    logs.clear()
+    ell = logq - logp
+    p = logp.exp_() if need_p else None
+    del logp
+    q = logq.exp_()
+    ell = _masked_(ell.mul_(q), invalid)
     loss = ell.sum()
-    g = _masked_(q.neg(), invalid) if need_p else None
     h = _masked_(ell.add_(q), invalid) if need_q else None
-    return loss, g, h, None, q
+    g = None
+    if need_p:
+        g = _masked_(q.neg() if need_q else q.neg_(), invalid)
+    return loss, g, h, p, (q if need_q else None)
 
 
-def _chunk_jsd(logp, logq, invalid, need_p, need_q, coef):
+def _chunk_jsd(logs, invalid, need_p, need_q, coef):
     # M = (1 - beta) P + beta Q; L = beta KL(Q || M) + (1 - beta) KL(P || M).
     # dL/dlog m = -m cancels the "+1" of each KL's own derivative, leaving g = (1 - beta) p (log p - log m) and
     # h = beta q (log q - log m), whose sum is exactly the per-entry loss.
     beta = coef
+    logp, logq = logs
+    logs.clear()
     logm = _mixture_log_probs(logp, logq, 1.0 - beta, beta)
-    p = logp.exp()
-    q = logq.exp()
-    g = _masked_((logp - logm).mul_(p).mul_(1.0 - beta), invalid)
-    h = _masked_((logq - logm).mul_(q).mul_(beta), invalid)
+    g = logp - logm
+    h = torch.sub(logq, logm, out=logm)  # log m is not needed any more: reuse its buffer
+    del logm
+    p = logp.exp_()
+    del logp
+    g = _masked_(g.mul_(p).mul_(1.0 - beta), invalid)
+    q = logq.exp_()
+    del logq
+    h = _masked_(h.mul_(q).mul_(beta), invalid)
     loss = g.sum() + h.sum()
-    return loss, (g if need_p else None), (h if need_q else None), p, q
+    if need_p:
+        return loss, g, (h if need_q else None), p, (q if need_q else None)
+    return loss, None, (h if need_q else None), None, (q if need_q else None)
 
 
-def _skew_ratio(logp, logq, logm, invalid, alpha):
-    # r = (1 - alpha) p q / m, in log space: p and q may both underflow to 0 where m does too.
-    return _masked_((logp + logq).sub_(logm).exp_().mul_(1.0 - alpha), invalid)
-
-
-def _chunk_skew_forward_kl(logp, logq, invalid, need_p, need_q, coef):
-    # M = alpha Q + (1 - alpha) P; L = KL(Q || M); with r = (1 - alpha) p q / m: g = -r, h = l + r.
-    alpha = coef
-    logm = _mixture_log_probs(logq, logp, alpha, 1.0 - alpha)
-    q = logq.exp()
-    ell = _masked_((logq - logm).mul_(q), invalid)
+def _skew_kl(logs, invalid, need_p, need_q, alpha, reverse):
+    # Shared by both skew KLs. With S the skewed side (Q for the forward one, P for the reverse one), O the other
+    # side and M = alpha S + (1 - alpha) O, L = KL(S || M) = sum s (log s - log m). With r = (1 - alpha) p q / m:
+    # dL/dlog s = l + r and dL/dlog o = -r.
+    logp, logq = logs
+    logs.clear()
+    logs_, logo = (logp, logq) if reverse else (logq, logp)
+    logm = _mixture_log_probs(logs_, logo, alpha, 1.0 - alpha)
+    need_s, need_o = (need_p, need_q) if reverse else (need_q, need_p)
+    r = None
+    if need_s or need_o:
+        # In log space: p and q may both underflow to 0 where m does too.
+        r = _masked_((logp + logq).sub_(logm).exp_().mul_(1.0 - alpha), invalid)
+    del logp, logq
+    ell = torch.sub(logs_, logm, out=logm)
+    del logm
+    s = logs_.exp_()
+    del logs_
+    o = logo.exp_() if need_o else None
+    del logo
+    ell = _masked_(ell.mul_(s), invalid)
     loss = ell.sum()
-    g = h = None
-    if need_p or need_q:
-        r = _skew_ratio(logp, logq, logm, invalid, alpha)
-        if need_q:
-            h = ell.add_(r)
-        if need_p:
-            g = r.neg_()
-    return loss, g, h, None, q
+    grad_s = ell.add_(r) if need_s else None
+    grad_o = (r.neg() if need_s else r.neg_()) if need_o else None
+    s = s if need_s else None
+    if reverse:
+        return loss, grad_s, grad_o, s, o
+    return loss, grad_o, grad_s, o, s
 
 
-def _chunk_skew_reverse_kl(logp, logq, invalid, need_p, need_q, coef):
-    # M = alpha P + (1 - alpha) Q; L = KL(P || M); with r = (1 - alpha) p q / m: g = l + r, h = -r.
-    alpha = coef
-    logm = _mixture_log_probs(logp, logq, alpha, 1.0 - alpha)
-    p = logp.exp()
-    ell = _masked_((logp - logm).mul_(p), invalid)
-    loss = ell.sum()
-    g = h = None
-    if need_p or need_q:
-        r = _skew_ratio(logp, logq, logm, invalid, alpha)
-        if need_p:
-            g = ell.add_(r)
-        if need_q:
-            h = r.neg_()
-    return loss, g, h, p, None
+def _chunk_skew_forward_kl(logs, invalid, need_p, need_q, coef):
+    # M = alpha Q + (1 - alpha) P; L = KL(Q || M).
+    return _skew_kl(logs, invalid, need_p, need_q, coef, reverse=False)
+
+
+def _chunk_skew_reverse_kl(logs, invalid, need_p, need_q, coef):
+    # M = alpha P + (1 - alpha) Q; L = KL(P || M).
+    return _skew_kl(logs, invalid, need_p, need_q, coef, reverse=True)
 
 
 _CHUNK_KERNELS = {
@@ -238,13 +278,20 @@ class _ChunkedDivergence(torch.autograd.Function):
         # are not downcast, which keeps float64 gradient checks meaningful.
         dtype = torch.float64 if torch.float64 in (logits.dtype, target_logits.dtype) else torch.float32
         vocab = logits.shape[-1]
-        # Gradient buffers, in the inputs' dtypes: the same size as the gradient autograd would build anyway.
-        grad_p = torch.zeros(logits.shape, dtype=logits.dtype, device=device) if need_p else None
-        grad_q = torch.zeros(target_logits.shape, dtype=target_logits.dtype, device=device) if need_q else None
+        # Gradient buffers, in the inputs' dtypes: the same size as the gradient autograd would build anyway. Without
+        # a mask every row gets written, so the buffers need no zero fill.
+        new = torch.empty if flat_index is None else torch.zeros
+        grad_p = new(logits.shape, dtype=logits.dtype, device=device) if need_p else None
+        grad_q = new(target_logits.shape, dtype=target_logits.dtype, device=device) if need_q else None
         grad_p_rows = grad_p.view(-1, vocab) if need_p else None
         grad_q_rows = grad_q.view(-1, vocab) if need_q else None
         # d(loss)/d(logits) = d(sum)/d(a) * scale / T: scale in fp32 before casting, as autograd would.
         factor = scale / temperature
+
+        # Entry masks are only built when some logit is -inf (vocabulary padding). One min reduction over each input
+        # (a read, no copy) is cheaper than testing every chunk, and costs one host sync instead of one per chunk.
+        # +inf logits cannot be told apart from NaN after the softmax and propagate as NaN, like any invalid input.
+        has_neg_inf = num_selected > 0 and bool(torch.isneginf(torch.minimum(logits.amin(), target_logits.amin())))
 
         reader_p, reader_q = _RowReader(logits), _RowReader(target_logits)
         total = torch.zeros((), dtype=dtype, device=device)
@@ -257,24 +304,23 @@ class _ChunkedDivergence(torch.autograd.Function):
             logq = _log_softmax_(chunk_q, temperature, fresh_q, dtype)
             del chunk_q
 
-            # Only materialise the entry mask when the chunk has infinite logits (vocabulary padding).
-            invalid = torch.isinf(logp).logical_or_(torch.isinf(logq))
-            if not bool(invalid.any()):
-                invalid = None
+            # -inf log-probs come from -inf logits (or rows that are -inf throughout, see _log_softmax_).
+            invalid = torch.isneginf(logp).logical_or_(torch.isneginf(logq)) if has_neg_inf else None
 
-            loss, g, h, p, q = kernel(logp, logq, invalid, need_p, need_q, coef)
+            logs = [logp, logq]
+            del logp, logq  # the kernel owns them now (see above)
+            loss, g, h, p, q = kernel(logs, invalid, need_p, need_q, coef)
             total += loss
             if need_p:
-                if p is None:
-                    p = logp.exp()
                 g.addcmul_(p, g.sum(dim=-1, keepdim=True), value=-1.0).mul_(factor)
+                p = None
                 _write_rows(grad_p_rows, start, end, flat_index, g)
+                g = None
             if need_q:
-                if q is None:
-                    q = logq.exp()
                 h.addcmul_(q, h.sum(dim=-1, keepdim=True), value=-1.0).mul_(factor)
+                q = None
                 _write_rows(grad_q_rows, start, end, flat_index, h)
-            del logp, logq, invalid, g, h, p, q
+            del invalid, g, h, p, q
 
         # save_for_backward (rather than attributes on ctx) lets the engine free the buffers as soon as this node's
         # backward has run, instead of keeping them alive until the whole graph is released.
@@ -375,7 +421,7 @@ def divergence(
     alpha: float = 0.1,
     temperature: float = 1.0,
     num_items: NumItems = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""
     Divergence between the trainable distribution P = softmax(`logits` / T) and the target distribution
@@ -409,10 +455,11 @@ def divergence(
             Denominator of the reduction. Pass the number of selected tokens of the whole gradient-accumulation
             window across processes to get a loss that does not depend on how the batch is split. `None` divides by
             the local number of selected positions (token mean).
-        chunk_size (`int`, *optional*, defaults to `1024`):
-            Positions processed at once. The extra memory is about `chunk_size * V * 4 bytes` times a small
-            constant (about 6 fp32 buffers) plus the gradient buffers; smaller values use less memory, larger values
-            fewer kernel launches. Results do not depend on it beyond float rounding.
+        chunk_size (`int`, *optional*):
+            Positions processed at once; by default `DEFAULT_CHUNK_ELEMENTS // V` (one fp32 chunk of ~32 MB, e.g. 166
+            positions at V = 50257, which meets the benchmark's 0.25x-of-naive memory target). The extra memory is the gradient buffer of each input that requires grad
+            (the size of that input) plus two to four `[chunk_size, V]` fp32 working buffers; smaller values use
+            less memory, larger values fewer kernel launches. Results do not depend on it beyond float rounding.
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs). It is exactly 0 (with zero gradients) when no
@@ -441,6 +488,8 @@ def divergence(
     else:
         kind, coef = loss_type, 0.0
 
+    if chunk_size is None and isinstance(logits, torch.Tensor) and logits.dim() >= 1:
+        chunk_size = default_chunk_size(logits.shape[-1])
     flat_index, num_selected, scale = _validate_and_select(
         logits, target_logits, mask, temperature, num_items, chunk_size
     )
@@ -471,7 +520,7 @@ def forward_kl(
     mask: Optional[torch.Tensor] = None,
     temperature: float = 1.0,
     num_items: NumItems = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""
     Forward KL, KL(Q || P) = sum_v Q (log Q - log P), with P = softmax(`logits` / T) the trainable distribution and
@@ -484,7 +533,7 @@ def forward_kl(
         temperature (`float`, *optional*, defaults to `1.0`): Divides both logits; no T^2 scaling of the loss.
         num_items (`int`, `float` or 0-d `torch.Tensor`, *optional*):
             Denominator of the sum over positions; defaults to the number of selected positions.
-        chunk_size (`int`, *optional*, defaults to `1024`): Positions processed at once (bounds the memory).
+        chunk_size (`int`, *optional*): Positions processed at once (bounds the memory); default: see [`divergence`].
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs).
@@ -507,7 +556,7 @@ def reverse_kl(
     mask: Optional[torch.Tensor] = None,
     temperature: float = 1.0,
     num_items: NumItems = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""
     Reverse KL, KL(P || Q) = sum_v P (log P - log Q), with P = softmax(`logits` / T) the trainable distribution and
@@ -520,7 +569,7 @@ def reverse_kl(
         temperature (`float`, *optional*, defaults to `1.0`): Divides both logits; no T^2 scaling of the loss.
         num_items (`int`, `float` or 0-d `torch.Tensor`, *optional*):
             Denominator of the sum over positions; defaults to the number of selected positions.
-        chunk_size (`int`, *optional*, defaults to `1024`): Positions processed at once (bounds the memory).
+        chunk_size (`int`, *optional*): Positions processed at once (bounds the memory); default: see [`divergence`].
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs).
@@ -544,7 +593,7 @@ def generalized_jsd(
     mask: Optional[torch.Tensor] = None,
     temperature: float = 1.0,
     num_items: NumItems = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""
     Generalized Jensen-Shannon divergence of GKD (Agarwal et al., 2024), identical to TRL's
@@ -564,7 +613,7 @@ def generalized_jsd(
         num_items (`int`, `float` or 0-d `torch.Tensor`, *optional*):
             Denominator of the sum over positions (TRL's `num_items_in_batch`); defaults to the number of selected
             positions (TRL's `reduction="batchmean"` with `labels`).
-        chunk_size (`int`, *optional*, defaults to `1024`): Positions processed at once (bounds the memory).
+        chunk_size (`int`, *optional*): Positions processed at once (bounds the memory); default: see [`divergence`].
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs).
@@ -589,7 +638,7 @@ def skew_forward_kl(
     mask: Optional[torch.Tensor] = None,
     temperature: float = 1.0,
     num_items: NumItems = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""
     Skew forward KL of DistiLLM (Ko et al., 2024), KL(Q || alpha Q + (1 - alpha) P), with P = softmax(`logits` / T)
@@ -603,7 +652,7 @@ def skew_forward_kl(
         temperature (`float`, *optional*, defaults to `1.0`): Divides both logits; no T^2 scaling of the loss.
         num_items (`int`, `float` or 0-d `torch.Tensor`, *optional*):
             Denominator of the sum over positions; defaults to the number of selected positions.
-        chunk_size (`int`, *optional*, defaults to `1024`): Positions processed at once (bounds the memory).
+        chunk_size (`int`, *optional*): Positions processed at once (bounds the memory); default: see [`divergence`].
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs).
@@ -628,7 +677,7 @@ def skew_reverse_kl(
     mask: Optional[torch.Tensor] = None,
     temperature: float = 1.0,
     num_items: NumItems = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""
     Skew reverse KL of DistiLLM (Ko et al., 2024), KL(P || alpha P + (1 - alpha) Q), with P = softmax(`logits` / T)
@@ -642,7 +691,7 @@ def skew_reverse_kl(
         temperature (`float`, *optional*, defaults to `1.0`): Divides both logits; no T^2 scaling of the loss.
         num_items (`int`, `float` or 0-d `torch.Tensor`, *optional*):
             Denominator of the sum over positions; defaults to the number of selected positions.
-        chunk_size (`int`, *optional*, defaults to `1024`): Positions processed at once (bounds the memory).
+        chunk_size (`int`, *optional*): Positions processed at once (bounds the memory); default: see [`divergence`].
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs).

@@ -80,8 +80,9 @@ class PromptKDConfig(SFTConfig):
         update_order (`str`, *optional*, defaults to `"paper"`):
             `"paper"`: prompt loss, backward and prompt step first, then the student loss with the updated prompt
             (official code). `"joint"`: one backward for both terms with the pre-update prompt (faster, opt-in).
-        divergence_chunk_size (`int`, *optional*, defaults to `1024`):
-            Number of token positions processed at once by the divergences (bounds their extra memory).
+        divergence_chunk_size (`int`, *optional*):
+            Number of token positions processed at once by the divergences (bounds their extra memory). Defaults to
+            one fp32 chunk of ~32 MB, `2**23 // vocab_size` positions.
         truncate_vocab (`bool`, *optional*, defaults to `False`):
             Compare the distributions on the shared vocabulary when teacher and student vocab sizes differ.
 
@@ -208,9 +209,12 @@ class PromptKDConfig(SFTConfig):
             "'joint': one backward for both terms with the pre-update prompt (opt-in speed mode)."
         },
     )
-    divergence_chunk_size: int = field(
-        default=1024,
-        metadata={"help": "Token positions per chunk inside the divergences; bounds their extra memory."},
+    divergence_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token positions per chunk inside the divergences; bounds their extra memory. None: one fp32 chunk "
+            "of ~32 MB (2**23 // vocab_size positions)."
+        },
     )
     truncate_vocab: bool = field(
         default=False,
@@ -284,7 +288,10 @@ class PromptKDConfig(SFTConfig):
         check(self.top_k >= 0, f"`top_k` must be >= 0 (0 disables top-k), got {self.top_k}.")
         check(0.0 < self.top_p <= 1.0, f"`top_p` must be in (0, 1], got {self.top_p}.")
         check(self.max_new_tokens >= 1, f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}.")
-        check(self.divergence_chunk_size >= 1, f"`divergence_chunk_size` must be >= 1, got {self.divergence_chunk_size}.")
+        check(
+            self.divergence_chunk_size is None or self.divergence_chunk_size >= 1,
+            f"`divergence_chunk_size` must be >= 1 or None, got {self.divergence_chunk_size}.",
+        )
         check(
             self.max_length is None or self.max_length >= 2,
             f"`max_length` must be >= 2 or None, got {self.max_length}.",
