@@ -15,8 +15,11 @@ States (mixed precision, DeepSpeed accounting):
     student weights      2 P_S    (bf16/fp16)             / N under ZeRO-3;   on CPU with offload_param
     student gradients    2 P_S                            / N under ZeRO-2/3; on CPU (fp32, 4 P_S / N) with offload
     student optimizer   12 P_S    (fp32 master + Adam m, v) / N under ZeRO-1/2/3; on CPU with offload_optimizer
-    teacher weights      2 P_T    frozen, no gradients or optimizer; kept out of DeepSpeed by PromptKDTrainer,
-                                  so replicated on every GPU whatever the ZeRO stage (as in the official code)
+    teacher weights      2 P_T    frozen, no gradients or optimizer. Replicated on every GPU without ZeRO and under
+                                  ZeRO-1/2 (as in the official code); / N under ZeRO-3, where PromptKDTrainer
+                                  partitions the teacher with its own optimizer-less ZeRO-3 engine
+                                  (promptkd_trainer/distributed.py); on CPU with offload_param (the teacher's
+                                  engine keeps the config's offload_param)
     soft prompt         16 n d_T  (fp32 weight, gradient, Adam m, v): 7 x hidden values, negligible
     Plain bf16 autocast without DeepSpeed stores 4 + 4 + 8 bytes instead of 2 + 2 + 12: the same 16 bytes/param.
 
@@ -33,10 +36,12 @@ Logits: PromptKDTrainer holds up to 4 tensors of B T V entries in the model dtyp
     chunks of C = divergence_chunk_size positions in fp32: about 6 x 4 C V bytes more.
 Generation (student, before the forward passes, not at the same time): KV cache 2 x 2 B T d L bytes (K and V, bf16).
     Under ZeRO-3, TRL's unwrap_model_for_generation gathers the whole student: + 2 P_S (1 - 1/N).
-ZeRO-3 live parameters during forward/backward: about two gathered layers plus the embedding, 2 x 2 P_layer + 2 V d.
+ZeRO-3 live parameters during forward/backward: about two gathered layers plus the embedding, 2 x 2 P_layer + 2 V d,
+    for the student and for the teacher (their forwards and backwards do not overlap in time, so the larger counts).
 Not counted: CUDA context (about 0.5-1 GiB), NCCL and DeepSpeed communication buckets (the shipped ZeRO-1/2 JSONs use
     2e8-element buckets, about 0.4 GiB each), allocator fragmentation. Keep 10-15 % headroom.
-CPU (per node, with offload): optimizer 12 P_S + fp32 gradients 4 P_S (+ 2 P_S weights with offload_param), pinned.
+CPU (per node, with offload): optimizer 12 P_S + fp32 gradients 4 P_S (+ 2 P_S + 2 P_T weights with offload_param),
+    pinned.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ MODELS = {
     "opt-13b": Model("OPT-13B", hidden=5120, layers=40, ffn=20480, **OPT),
     "llama-7b": Model("Llama-7B", hidden=4096, layers=32, ffn=11008, **LLAMA),
     "llama-13b": Model("Llama-13B", hidden=5120, layers=40, ffn=13824, **LLAMA),
+    "llama-65b": Model("Llama-65B", hidden=8192, layers=80, ffn=22016, **LLAMA),
 }
 
 
@@ -127,7 +133,10 @@ def memory(plan: Plan, teacher_ckpt: bool, student_ckpt: bool) -> dict[str, floa
     t, s, n = plan.teacher, plan.student, plan.gpus
     ps, pt = s.params(), t.params()
     out: dict[str, float] = {}
-    out["teacher_w"] = 2 * pt
+    if plan.zero == 3:
+        out["teacher_w"] = 0 if plan.offload_param else 2 * pt / n
+    else:
+        out["teacher_w"] = 2 * pt
     out["student_w"] = 0 if plan.offload_param else (2 * ps / n if plan.zero == 3 else 2 * ps)
     if plan.offload_optimizer:
         out["student_g"] = 0  # reduced into fp32 CPU buffers; only the communication buckets stay on the GPU
@@ -138,7 +147,8 @@ def memory(plan: Plan, teacher_ckpt: bool, student_ckpt: bool) -> dict[str, floa
     out["act_teacher"] = activations(t, plan.micro_batch, plan.seq + N_VIRTUAL, teacher_ckpt)
     out["act_student"] = activations(s, plan.micro_batch, plan.seq, student_ckpt)
     out["logits"] = 4 * 2 * plan.micro_batch * plan.seq * s.vocab + 6 * 4 * min(CHUNK, plan.micro_batch * plan.seq) * s.vocab
-    out["zero3_live"] = (2 * 2 * s.layer_params() + 2 * s.vocab * s.hidden) if plan.zero == 3 else 0
+    live = max(2 * 2 * m.layer_params() + 2 * m.vocab * m.hidden for m in (s, t))
+    out["zero3_live"] = live if plan.zero == 3 else 0
     out["kv_cache"] = 2 * 2 * plan.micro_batch * plan.seq * s.hidden * s.layers
     out["gen_gather"] = 2 * ps * (1 - 1 / n) if plan.zero == 3 else 0
     if plan.offload_param:
@@ -152,7 +162,7 @@ def memory(plan: Plan, teacher_ckpt: bool, student_ckpt: bool) -> dict[str, floa
     if plan.offload_optimizer:
         cpu += (12 + 4) * ps
     if plan.offload_param:
-        cpu += 2 * ps
+        cpu += 2 * ps + (2 * pt if plan.zero == 3 else 0)
     out["cpu_node"] = cpu
     return out
 
@@ -200,6 +210,14 @@ for teacher, students in (("opt-13b", ("opt-1.3b", "opt-2.7b", "opt-6.7b")), ("l
         ]
 
 
+# A teacher that fits no single GPU (130 GB of bf16 weights): only ZeRO-3 partitions it (promptkd_trainer/distributed.py).
+HUGE_PLANS = [
+    Plan(MODELS["llama-65b"], MODELS["llama-7b"], gpus=8, gpu_gib=80, zero=3, micro_batch=4),
+    Plan(MODELS["llama-65b"], MODELS["llama-7b"], gpus=8, gpu_gib=80, zero=3, micro_batch=4, offload_optimizer=True,
+         offload_param=True),
+]
+
+
 def report() -> str:
     parts = []
     parts.append("#### Parameter counts\n")
@@ -211,6 +229,7 @@ def report() -> str:
     for title, plans in (
         (f"GPT-2 XL teacher, one GPU (B = official micro-batch 2, T = {MAX_LENGTH})", GPT2_PLANS),
         (f"13B teachers on 4 x 80 GiB (B = official micro-batch 16, T = {MAX_LENGTH})", BIG_PLANS),
+        (f"65B teacher on 8 x 80 GiB, ZeRO-3 only (B = 4, T = {MAX_LENGTH})", HUGE_PLANS),
     ):
         parts.append(f"\n#### {title}: states per GPU (GiB)\n")
         rows = []

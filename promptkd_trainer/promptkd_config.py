@@ -49,7 +49,8 @@ class PromptKDConfig(SFTConfig):
         teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a string.
         num_virtual_tokens (`int`, *optional*, defaults to `7`):
-            Length of the teacher's soft prompt (official code: `prompt_len=7`).
+            Length of the teacher's soft prompt (official code: `prompt_len=7`). `0` turns the prompt off: plain
+            on-policy distillation from the frozen teacher (GKD with `lmbda=1`, `beta=1`), PromptKD's ablation baseline.
         prompt_init_text (`str`, *optional*, defaults to `"Suppose you are a student."`):
             Text whose token embeddings initialise the soft prompt (PEFT `PromptTuningInit.TEXT`; ids repeated or
             truncated to `num_virtual_tokens`). `None` initialises randomly.
@@ -135,7 +136,11 @@ class PromptKDConfig(SFTConfig):
         metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained of the teacher (GKD)."},
     )
     num_virtual_tokens: int = field(
-        default=7, metadata={"help": f"Number of virtual tokens of the teacher's soft prompt ({_PKD}: prompt_len=7)."}
+        default=7,
+        metadata={
+            "help": f"Number of virtual tokens of the teacher's soft prompt ({_PKD}: prompt_len=7). 0 turns the prompt "
+            "off (plain on-policy distillation, the ablation baseline)."
+        },
     )
     prompt_init_text: str | None = field(
         default="Suppose you are a student.",
@@ -270,8 +275,9 @@ class PromptKDConfig(SFTConfig):
             f"`skew_alpha` must be in (0, 1) (DistiLLM uses 0.1), got {self.skew_alpha}.",
         )
         check(
-            isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens >= 1,
-            f"`num_virtual_tokens` must be a positive integer (the official code uses 7), got {self.num_virtual_tokens}.",
+            isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens >= 0,
+            "`num_virtual_tokens` must be an integer >= 0 (the official code uses 7; 0 turns the prompt off), got "
+            f"{self.num_virtual_tokens}.",
         )
         check(self.reg_coef >= 0.0, f"`reg_coef` must be >= 0 (0 disables the regulariser), got {self.reg_coef}.")
         check(

@@ -33,6 +33,7 @@ from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import disable_dropout_in_model
 
 from .data import PromptKDDataCollator, pack_sequences, prepare_dataset
+from .distributed import check_fsdp_unsupported, init_deepspeed_comm, is_zero3, shard_teacher_zero3, teacher_numel
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
 from .teacher import (
@@ -128,6 +129,10 @@ class PromptKDTrainer(SFTTrainer):
         if model is None:
             raise ValueError("`model` (the student) is required: pass a model or its id / path.")
         args = self._resolve_args(model, args)
+        # Scale-out checks before any model is loaded (promptkd_trainer/distributed.py): FSDP is refused (trl#2580),
+        # and under ZeRO-3 `from_pretrained` needs deepspeed.comm up to partition models given as strings.
+        check_fsdp_unsupported(args)
+        init_deepspeed_comm(args)
 
         # Tokenizer first: the datasets are checked before any model is built, so bad data fails fast.
         if processing_class is None:
@@ -193,17 +198,33 @@ class PromptKDTrainer(SFTTrainer):
             disable_dropout_in_model(self.model)
             disable_dropout_in_model(teacher)
 
-        self.teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
-        self.teacher.to(self.accelerator.device)
+        # num_virtual_tokens=0 turns the prompt off: plain on-policy distillation from the frozen teacher (GKD with
+        # lmbda=1, beta=1 / MiniLLM's token-level objective), the ablation baseline of PromptKD.
+        self.use_prompt = args.num_virtual_tokens > 0
+        if self.use_prompt:
+            self.teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
+        else:
+            if isinstance(teacher, PeftModel):
+                raise ValueError("`num_virtual_tokens=0` turns the prompt off; pass the teacher without its adapter.")
+            self.teacher = teacher.requires_grad_(False)
+        # DDP / ZeRO-1/2: a full teacher on every rank. ZeRO-3: the teacher's weights are partitioned across ranks by
+        # an optimizer-less ZeRO-3 engine, and the backward to the prompt re-gathers them (distributed.py).
+        self._teacher_engine = None
+        if is_zero3(self.accelerator):
+            self._teacher_engine = shard_teacher_zero3(self.teacher, self.accelerator)
+            logger.info(f"Teacher partitioned by ZeRO-3: {teacher_numel(self._teacher_base)}")
+        else:
+            self.teacher.to(self.accelerator.device)
         self.teacher.eval()
         teacher_gc = args.gradient_checkpointing if args.teacher_gradient_checkpointing is None else (
             args.teacher_gradient_checkpointing
         )
+        teacher_gc = teacher_gc and self.use_prompt  # without a prompt nothing back-propagates through the teacher
         if teacher_gc:
             # The backward to the prompt runs through the whole frozen teacher; without checkpointing it keeps all
             # of the teacher's activations (the official OPT/Llama runs checkpoint both models). The prompt makes
             # the input embeddings require grad, which reentrant checkpointing needs (paper.md §5.11).
-            self.teacher.get_base_model().gradient_checkpointing_enable(
+            self._teacher_base.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs or {"use_reentrant": False}
             )
         # transformers checkpoints only in train mode, and the official code runs the prompted teacher in train mode
@@ -213,10 +234,11 @@ class PromptKDTrainer(SFTTrainer):
         self.prompt_optimizer: torch.optim.Optimizer | None = None
         self.prompt_scheduler = None
 
-        eos = self.model.generation_config.eos_token_id
-        eos = [eos] if isinstance(eos, int) else list(eos or [])
-        if tokenizer.eos_token_id not in eos:
-            eos.append(tokenizer.eos_token_id)
+        # The tokenizer's EOS first: it is the token forced at the length cap; the generation config may list more
+        # end-of-turn tokens, any of which ends a sample.
+        extra = self.model.generation_config.eos_token_id
+        extra = [extra] if isinstance(extra, int) else list(extra or [])
+        eos = [tokenizer.eos_token_id] + [e for e in extra if e != tokenizer.eos_token_id]
         self._eos_ids = eos
         self.generation_config = GenerationConfig(
             max_new_tokens=args.max_new_tokens,
@@ -300,11 +322,17 @@ class PromptKDTrainer(SFTTrainer):
             )
         return shared
 
+    @property
+    def _teacher_base(self) -> PreTrainedModel:
+        """The teacher's transformers model (under the prompt adapter when there is one)."""
+        return self.teacher.get_base_model() if isinstance(self.teacher, PeftModel) else self.teacher
+
     # ------------------------------------------------------------------ prompt optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         scheduler = super().create_scheduler(num_training_steps, optimizer)
-        self._create_prompt_optimizer(num_training_steps)
+        if self.use_prompt:
+            self._create_prompt_optimizer(num_training_steps)
         return scheduler
 
     def _create_prompt_optimizer(self, num_training_steps: int) -> None:
@@ -370,7 +398,10 @@ class PromptKDTrainer(SFTTrainer):
         gen_config = copy.copy(self.generation_config)
         gen_config.max_new_tokens = self._max_new_tokens(prompts.shape[1])
         if source == "teacher":
-            return generate_with_prompt(self.teacher, prompts, prompt_mask, generation_config=gen_config)
+            if self.use_prompt:
+                return generate_with_prompt(self.teacher, prompts, prompt_mask, generation_config=gen_config)
+            out = self.teacher.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=gen_config)
+            return out[:, prompts.shape[1] :]
         with unwrap_model_for_generation(
             model, self.accelerator, gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs
         ) as unwrapped:
@@ -477,7 +508,7 @@ class PromptKDTrainer(SFTTrainer):
         Only that forward runs in train mode (official code: prompted teacher in train mode in the prompt step, eval
         mode for its targets), which is also what lets transformers checkpoint it.
         """
-        fn = prompted_teacher_logits if prompted else plain_teacher_logits
+        fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
         self.teacher.train(grad and self._teacher_train_mode)
         try:
             return fn(self.teacher, batch["input_ids"], batch["attention_mask"])[:, :-1]
@@ -528,8 +559,8 @@ class PromptKDTrainer(SFTTrainer):
         num_items = num_items_in_batch
         mask = inputs["labels"][:, 1:] != -100
         student_logits = self._student_logits(model, inputs)
-        if self.args.update_order == "paper":
-            if self._window_index == 0:
+        if self.args.update_order == "paper" or not self.use_prompt:
+            if self._window_index == 0 and self.use_prompt:
                 self._paper_prompt_update(model, student_logits, num_items)
             with torch.no_grad():
                 target = self._teacher_logits(inputs)
@@ -554,7 +585,7 @@ class PromptKDTrainer(SFTTrainer):
         last = self._window_index == len(self._window) - 1
         self._window_index += 1
         if last:
-            if self.args.update_order == "joint":
+            if self.args.update_order == "joint" and self.use_prompt:
                 self._step_prompt()
             self._flush_window_stats()
         return loss
@@ -588,7 +619,7 @@ class PromptKDTrainer(SFTTrainer):
         """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
-        if self.args.should_save:
+        if self.args.should_save and self.use_prompt:
             self.teacher.save_pretrained(os.path.join(output_dir, PROMPT_ADAPTER_DIR), safe_serialization=True)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
@@ -597,19 +628,33 @@ class PromptKDTrainer(SFTTrainer):
             torch.save(self.prompt_optimizer.state_dict(), os.path.join(output_dir, PROMPT_OPTIMIZER_NAME))
             torch.save(self.prompt_scheduler.state_dict(), os.path.join(output_dir, PROMPT_SCHEDULER_NAME))
 
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # Runs on every resume path (plain, DDP and DeepSpeed), unlike `_load_from_checkpoint`.
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
+    def _load_prompt(self, checkpoint: str) -> None:
         adapter = os.path.join(checkpoint, PROMPT_ADAPTER_DIR, "adapter_model.safetensors")
         if not os.path.exists(adapter):
             raise FileNotFoundError(
                 f"{checkpoint} holds no prompt adapter ({adapter}); it was not written by PromptKDTrainer."
             )
-        set_peft_model_state_dict(self.teacher, load_file(adapter, device=str(self.accelerator.device)))
+        # Read on CPU: safetensors rejects indexed CPU devices ("device cpu:0 is invalid"), which is what
+        # `accelerator.device` is in a multi-process CPU run; the state dict is copied into the prompt's own device.
+        set_peft_model_state_dict(self.teacher, load_file(adapter, device="cpu"))
+
+    def _load_best_model(self) -> None:
+        # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the
+        # official code keeps the best student and prompt together, `best_rougeL`).
+        super()._load_best_model()
+        if self.use_prompt:
+            self._load_prompt(self.state.best_model_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # Runs on every resume path (plain, DDP and DeepSpeed), unlike `_load_from_checkpoint`.
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or not self.use_prompt:
+            return
+        self._load_prompt(checkpoint)
         self._create_prompt_optimizer(self.state.max_steps)
         for obj, name in ((self.prompt_optimizer, PROMPT_OPTIMIZER_NAME), (self.prompt_scheduler, PROMPT_SCHEDULER_NAME)):
             path = os.path.join(checkpoint, name)
             if os.path.exists(path):
-                obj.load_state_dict(torch.load(path, map_location=self.accelerator.device, weights_only=True))
+                # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict
+                # moves the moments to the prompt's device.
+                obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -11,6 +11,7 @@ import os
 
 import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+from peft.utils.integrations import gather_params_ctx
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
@@ -101,7 +102,8 @@ def build_prompted_teacher(
             # No tokenizer on disk (e.g. an in-memory tokenizer): same rule as PEFT's TEXT init, done here.
             ids = torch.tensor(prompt_init_token_ids(tokenizer, prompt_init_text, num_virtual_tokens))
             embed = prompted.get_base_model().get_input_embeddings()
-            with torch.no_grad():
+            # Under ZeRO-3 the table is partitioned (shape [0]) until gathered, as PEFT's own TEXT init does.
+            with torch.no_grad(), gather_params_ctx(embed.weight, modifier_rank=None):
                 weight = embed(ids.to(embed.weight.device)).detach().float()
                 prompt_parameter(prompted).data.copy_(weight)
             peft_config.prompt_tuning_init = PromptTuningInit.TEXT
@@ -162,8 +164,10 @@ def prompted_teacher_logits(
 def plain_teacher_logits(
     prompted: PeftModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
 ) -> torch.Tensor:
-    """Logits of the same teacher weights without the prompt (the regulariser's target)."""
-    return prompted.get_base_model()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    """Logits of the same teacher weights without the prompt (the regulariser's target); `prompted` may also be a
+    plain model (no prompt at all)."""
+    base = prompted.get_base_model() if isinstance(prompted, PeftModel) else prompted
+    return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
 
 @torch.no_grad()

@@ -405,7 +405,7 @@ def test_args_none_and_string_models(tiny_dir, tmp_path, monkeypatch):
     [
         ({"lmbda": 1.5}, "lmbda"),
         ({"beta": -0.1}, "beta"),
-        ({"num_virtual_tokens": 0}, "num_virtual_tokens"),
+        ({"num_virtual_tokens": -1}, "num_virtual_tokens"),
         ({"reg_coef": -1.0}, "reg_coef"),
         ({"student_loss_type": "kl"}, "student_loss_type"),
         ({"prompt_loss_type": "mse"}, "prompt_loss_type"),
@@ -516,3 +516,66 @@ def test_seq_kd_samples_from_prompted_teacher(tiny_dir, tmp_path):
     assert sources == ["teacher"]
     logs = trainer.state.log_history[0]
     assert logs["on_policy_fraction"] == 0.0 and 1 <= logs["completion_length"] <= trainer.args.max_new_tokens
+
+
+def test_load_best_model_at_end_restores_best_prompt(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    trainer = PromptKDTrainer(
+        model=load(tiny_dir, "gpt2-student"),
+        teacher_model=load(tiny_dir, "gpt2-teacher"),
+        args=config(
+            tmp_path, max_steps=3, eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+            # "Greater is better" on the eval loss: the student learns, so an early checkpoint wins, and the test
+            # can tell the best checkpoint's prompt from the last one.
+            load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=True,
+        ),
+        train_dataset=make_messages_dataset(12),
+        eval_dataset=make_messages_dataset(4, seed=1),
+        processing_class=AutoTokenizer.from_pretrained(tiny_dir / "tokenizer"),
+    )
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best is not None and not best.endswith("checkpoint-3"), "pick a setting where the last step is not best"
+    saved = load_file(f"{best}/teacher_prompt/adapter_model.safetensors")
+    (saved_prompt,) = saved.values()
+    torch.testing.assert_close(prompt_parameter(trainer.teacher), saved_prompt)
+    student = load_file(f"{best}/model.safetensors")
+    params = dict(trainer.model.named_parameters())
+    for name, value in student.items():
+        torch.testing.assert_close(params[name], value)
+
+
+@pytest.mark.parametrize("order", ["paper", "joint"])
+def test_no_prompt_is_plain_on_policy_distillation(tiny_dir, tmp_path, order):
+    """num_virtual_tokens=0: the student is distilled from the plain teacher; nothing else trains or is saved."""
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, num_virtual_tokens=0, update_order=order, max_steps=1))
+    assert not isinstance(trainer.teacher, PeftModel)
+    teacher0 = {n: p.detach().clone() for n, p in trainer.teacher.named_parameters()}
+    student0 = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    record = []
+    original = trainer._prepare_window
+
+    def spy():
+        original()
+        record.extend(trainer._window)
+
+    trainer._prepare_window = spy
+    trainer.train()
+    logs = trainer.state.log_history[0]
+    assert "loss/prompt" not in logs and "loss/reg" not in logs
+    # The logged student loss is KL(student || teacher) of the initial models on the sampled sequences.
+    batch = record[0]
+    student = load(tiny_dir, "gpt2-student")
+    teacher = load(tiny_dir, "gpt2-teacher")
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    mask = (batch["labels"][:, 1:] != -100).float()
+    assert logs["loss/student"] == pytest.approx(_naive_kl(s, t, mask).item(), rel=1e-4)
+    for n, p in trainer.teacher.named_parameters():
+        assert torch.equal(p, teacher0[n])
+    assert any(not torch.equal(p, student0[n]) for n, p in trainer.model.named_parameters())
+    trainer.save_model(str(tmp_path / "final"))
+    assert (tmp_path / "final" / "model.safetensors").exists()
+    assert not (tmp_path / "final" / "teacher_prompt").exists()
