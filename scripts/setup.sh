@@ -16,4 +16,8 @@ fi
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -c constraints/ci.txt -e ".[test,deepspeed,plots,docs]"
 "$VENV/bin/python" -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
+# DeepSpeed JIT-builds its CPU shared-memory communication op at the first distributed init (30 s warm, ~2 min
+# cold); build it once here, into the venv, so that the distributed tests do not pay for it (stack.md §6).
+TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/$VENV/torch_extensions} DS_ACCELERATOR=cpu "$VENV/bin/python" -c \
+  "from deepspeed.accelerator import get_accelerator as g; g().create_op_builder('ShareMemCommBuilder').load()"
 echo "$want" > "$stamp"
