@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import random
 from collections import defaultdict
@@ -50,6 +51,13 @@ logger = logging.get_logger(__name__)
 PROMPT_ADAPTER_DIR = "teacher_prompt"
 PROMPT_OPTIMIZER_NAME = "prompt_optimizer.pt"
 PROMPT_SCHEDULER_NAME = "prompt_scheduler.pt"
+
+
+def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the causal LM's forward takes `logits_to_keep` (PEFT wrappers forward it to their base model)."""
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def _has_active_dropout(model: nn.Module) -> bool:
@@ -231,6 +239,8 @@ class PromptKDTrainer(SFTTrainer):
         # in the prompt step; with dropout disabled, train mode changes nothing else.
         self._teacher_train_mode = teacher_gc or _has_active_dropout(self.teacher)
         self._student_dropout = _has_active_dropout(self.model)
+        self._student_keeps_logits = _accepts_logits_to_keep(self.model)
+        self._teacher_keeps_logits = _accepts_logits_to_keep(self._teacher_base)
         self.prompt_optimizer: torch.optim.Optimizer | None = None
         self.prompt_scheduler = None
 
@@ -499,8 +509,31 @@ class PromptKDTrainer(SFTTrainer):
         )
 
     @staticmethod
-    def _student_logits(model, batch) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
+    def _logits_to_keep(batch) -> int:
+        """Positions whose logits the losses read: from the one before the earliest label to the end.
+
+        Prompt positions are never compared, so the output layer (the largest matmul for big vocabularies) runs only
+        on the last k positions via transformers' `logits_to_keep` (16-20 % of a step, benchmarks/step_time.py).
+        """
+        if "logits_to_keep" not in batch:
+            has_label = batch["labels"] != -100
+            length = has_label.shape[1]
+            rows = has_label.any(dim=1)
+            first = int(has_label.float().argmax(dim=1)[rows].min()) if bool(rows.any()) else 1
+            batch["logits_to_keep"] = length - max(first, 1) + 1
+        return batch["logits_to_keep"]
+
+    def _loss_mask(self, batch) -> torch.Tensor:
+        """Completion positions among the kept logits (the last k - 1, after the causal shift)."""
+        k = self._logits_to_keep(batch)
+        return batch["labels"][:, batch["labels"].shape[1] - k + 1 :] != -100
+
+    def _student_logits(self, model, batch) -> torch.Tensor:
+        k = self._logits_to_keep(batch) if self._student_keeps_logits else 0
+        kwargs = {"logits_to_keep": k} if k else {}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
+        logits = logits.logits[:, :-1]
+        return logits if k else logits[:, logits.shape[1] - self._logits_to_keep(batch) + 1 :]
 
     def _teacher_logits(self, batch, prompted: bool = True, grad: bool = False) -> torch.Tensor:
         """Teacher logits aligned with the student's; `grad=True` is the forward that back-propagates to the prompt.
@@ -511,13 +544,15 @@ class PromptKDTrainer(SFTTrainer):
         fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
         self.teacher.train(grad and self._teacher_train_mode)
         try:
-            return fn(self.teacher, batch["input_ids"], batch["attention_mask"])[:, :-1]
+            k = self._logits_to_keep(batch)
+            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], k if self._teacher_keeps_logits else 0)
+            return logits[:, logits.shape[1] - k :][:, :-1]
         finally:
             self.teacher.eval()
 
     def _prompt_losses(self, prompted_logits, student_target, batch, num_items):
         """Prompt loss D_prompt(prompted teacher, student) and regulariser D_reg(prompted teacher, teacher)."""
-        mask = batch["labels"][:, 1:] != -100
+        mask = self._loss_mask(batch)
         prompt_loss = self._div(prompted_logits, student_target, self.args.prompt_loss_type, mask, num_items)
         weight = self._reg_weight()
         reg_loss = torch.zeros((), device=prompt_loss.device)
@@ -557,7 +592,7 @@ class PromptKDTrainer(SFTTrainer):
         if not model.training:  # evaluation: student term on the dataset's completions
             return self._eval_loss(model, inputs, return_outputs)
         num_items = num_items_in_batch
-        mask = inputs["labels"][:, 1:] != -100
+        mask = self._loss_mask(inputs)
         student_logits = self._student_logits(model, inputs)
         if self.args.update_order == "paper" or not self.use_prompt:
             if self._window_index == 0 and self.use_prompt:
@@ -601,7 +636,7 @@ class PromptKDTrainer(SFTTrainer):
             self._metrics["train"][k].append(v)
 
     def _eval_loss(self, model, inputs, return_outputs):
-        mask = inputs["labels"][:, 1:] != -100
+        mask = self._loss_mask(inputs)
         student_logits = self._student_logits(model, inputs)
         target = self._teacher_logits(inputs)
         loss = self._div(student_logits, target, self.args.student_loss_type, mask, None)

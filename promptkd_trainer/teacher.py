@@ -18,15 +18,17 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def _has_tokenizer(name_or_path: str | None) -> bool:
-    if not name_or_path:
+    """Whether `AutoTokenizer.from_pretrained(name_or_path)` can load a tokenizer from this local directory.
+
+    A bare `vocab.json` + `merges.txt` (e.g. a copied GPT-2 vocabulary) is not enough for AutoTokenizer.
+    """
+    if not name_or_path or not os.path.isdir(name_or_path):
         return False
-    if os.path.isdir(name_or_path):
-        return any(os.path.exists(os.path.join(name_or_path, f)) for f in _TOKENIZER_FILES)
-    return False
+    return any(os.path.exists(os.path.join(name_or_path, f)) for f in _TOKENIZER_FILES)
 
 
 def prompt_init_token_ids(tokenizer: PreTrainedTokenizerBase, text: str, num_virtual_tokens: int) -> list[int]:
@@ -149,25 +151,28 @@ def slice_prompted_logits(logits: torch.Tensor, n_virtual: int) -> torch.Tensor:
 
 
 def prompted_teacher_logits(
-    prompted: PeftModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    prompted: PeftModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, logits_to_keep: int = 0
 ) -> torch.Tensor:
     """Logits of the prompted teacher, `[B, L, V]`, aligned with the student's positions.
 
     Inputs must be right-padded: with left padding the pads would sit between the prompt and the text and shift
-    the positions of the real tokens per example (shared/research/paper.md §5.2).
+    the positions of the real tokens per example (shared/research/paper.md §5.2). `logits_to_keep=k > 0` computes
+    only the last k positions' logits (k <= L, so they are all text positions), as transformers' argument does.
     """
     embeds, mask = prepend_prompt(prompted, input_ids, attention_mask)
-    logits = prompted.get_base_model()(inputs_embeds=embeds, attention_mask=mask, use_cache=False).logits
-    return slice_prompted_logits(logits, num_virtual_tokens(prompted))
+    kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+    logits = prompted.get_base_model()(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **kwargs).logits
+    return logits if logits_to_keep else slice_prompted_logits(logits, num_virtual_tokens(prompted))
 
 
 def plain_teacher_logits(
-    prompted: PeftModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    prompted: PeftModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, logits_to_keep: int = 0
 ) -> torch.Tensor:
     """Logits of the same teacher weights without the prompt (the regulariser's target); `prompted` may also be a
     plain model (no prompt at all)."""
     base = prompted.get_base_model() if isinstance(prompted, PeftModel) else prompted
-    return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    kwargs = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+    return base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
 
 
 @torch.no_grad()
