@@ -627,7 +627,8 @@ class PromptKDTrainer(SFTTrainer):
 
     def _flush_window_stats(self) -> None:
         stats = dict(self._window_stats)
-        stats["reg_weight"] = torch.tensor(self._reg_weight())
+        if self.use_prompt:
+            stats["reg_weight"] = torch.tensor(self._reg_weight())
         keys = sorted(stats)
         values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32).to(self.accelerator.device) for k in keys])
         if self.accelerator.num_processes > 1:
