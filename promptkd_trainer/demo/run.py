@@ -125,7 +125,8 @@ def _distill_config(output_dir: str, method: str, args, seed: int):
 
 
 def _evaluate(model, tokenizer, test, max_new_tokens: int, seed: int, prompted_teacher=None) -> dict[str, Any]:
-    from ..evaluation import compute_exact_match, compute_rouge_l, generate_answers
+    from ..evaluation import compute_rouge_l, generate_answers
+    from .metrics import strict_exact_match
 
     prompts, refs = test["prompt"], test["references"]
     gen = dict(batch_size=64, max_new_tokens=max_new_tokens, add_special_tokens=False, prompted_teacher=prompted_teacher)
@@ -135,7 +136,8 @@ def _evaluate(model, tokenizer, test, max_new_tokens: int, seed: int, prompted_t
     return {
         "rougeL_sampled": compute_rouge_l(sampled, refs),
         "rougeL_greedy": compute_rouge_l(greedy, refs),
-        "exact_match_greedy": compute_exact_match(greedy, refs),
+        # Strict (case and punctuation kept): on these tasks they are the answer (uppercase, commas, numbering).
+        "exact_match_greedy": statistics.fmean(strict_exact_match(g, r) for g, r in zip(greedy, refs)),
         "examples": [{"prompt": p, "greedy": g, "sampled": s, "references": r}
                      for p, g, s, r in list(zip(prompts, greedy, sampled, refs))[:5]],
     }
