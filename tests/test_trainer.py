@@ -579,3 +579,24 @@ def test_no_prompt_is_plain_on_policy_distillation(tiny_dir, tmp_path, order):
     trainer.save_model(str(tmp_path / "final"))
     assert (tmp_path / "final" / "model.safetensors").exists()
     assert not (tmp_path / "final" / "teacher_prompt").exists()
+
+
+def test_real_gpt2_tokenizer(gpt2_tokenizer_dir, tmp_path):
+    """The real GPT-2 vocabulary (50257, pad = EOS as in the official code), from a directory holding only vocab.json
+    and merges.txt, which AutoTokenizer cannot load: the prompt's TEXT init must use the in-memory tokenizer."""
+    from transformers import GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir)
+    assert len(tok) == 50257 and tok.pad_token is None
+    student = build_model("gpt2", tok, n_layer=1, hidden=32, seed=2)
+    teacher = build_model("gpt2", tok, n_layer=2, hidden=32, seed=1)
+    trainer = PromptKDTrainer(
+        model=student, teacher_model=teacher, args=config(tmp_path, max_steps=1, per_device_train_batch_size=2),
+        train_dataset=make_prompt_completion_dataset(4), processing_class=tok,
+    )
+    assert tok.pad_token_id == tok.eos_token_id == 50256
+    ids = tok("Suppose you are a student.")["input_ids"]
+    expected = (ids * math.ceil(7 / len(ids)))[:7]
+    torch.testing.assert_close(prompt_parameter(trainer.teacher), teacher.get_input_embeddings().weight[expected])
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[0]["loss/student"])
