@@ -178,6 +178,8 @@ def test_tokenizer_round_trip_and_lengths(tok, data):
             assert len(tok(text)["input_ids"]) == 1, text
     # The Alpaca preamble and PromptKD's prompt-init text stay compact.
     assert len(tok(ALPACA_TEMPLATE)["input_ids"]) < 40
+    for prompt in make_dataset(0, 0, 50, seed=0, template="alpaca")["test"]["prompt"]:
+        assert len(tok(prompt)["input_ids"]) < 100
     assert len(tok("Suppose you are a student.")["input_ids"]) <= 8
 
 
