@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 import torch
@@ -134,21 +135,21 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _print_table(scores: dict[str, Any]) -> None:
+def format_table(scores: dict[str, Any]) -> str:
+    """The scores as a plain-text table (printed by the `promptkd eval` command)."""
     header = f"{'set':<10} {'n':>5} {'ROUGE-L mean':>13} {'std':>7} {'EM':>7}"
     if any("greedy_rougeL" in s for s in scores["sets"].values()):
         header += f" {'greedy R-L':>11}"
-    print(header)
-    print("-" * len(header))
+    lines = [header, "-" * len(header)]
     for name, s in scores["sets"].items():
         line = f"{name:<10} {s['num_examples']:>5} {s.get('rougeL_mean', float('nan')):>13.2f} "
         line += f"{s.get('rougeL_std', float('nan')):>7.2f} {s.get('exact_match_mean', float('nan')):>7.2f}"
         if "greedy_rougeL" in s:
             line += f" {s['greedy_rougeL']:>11.2f}"
-        print(line)
+        lines.append(line)
     if scores.get("average_rougeL") is not None:
-        print("-" * len(header))
-        print(f"{'average':<10} {'':>5} {scores['average_rougeL']:>13.2f}")
+        lines += ["-" * len(header), f"{'average':<10} {'':>5} {scores['average_rougeL']:>13.2f}"]
+    return "\n".join(lines)
 
 
 def run_eval(args: argparse.Namespace) -> dict[str, Any]:
@@ -215,14 +216,16 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     scores["average_rougeL"] = sum(means) / len(means) if means else None
     with open(os.path.join(args.output_dir, "scores.json"), "w", encoding="utf-8") as f:
         json.dump(scores, f, indent=2)
-    _print_table(scores)
+    logger.info(f"Scores written to {os.path.join(args.output_dir, 'scores.json')}")
     return scores
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m promptkd_trainer.eval_cli`."""
     parser = add_eval_arguments(argparse.ArgumentParser(prog="promptkd eval", description=__doc__.splitlines()[0]))
-    return run_eval(parser.parse_args(argv))
+    scores = run_eval(parser.parse_args(argv))
+    sys.stdout.write(format_table(scores) + "\n")  # the command's output
+    return scores
 
 
 if __name__ == "__main__":

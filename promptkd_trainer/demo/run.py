@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -291,8 +292,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     table = format_table(results)
     plots = write_plots(results, out)
     (out / "report.md").write_text(format_report(results, table, plots), encoding="utf-8")
-    print(table)  # noqa: T201 - the demo's output
-    print(f"\nWrote {out / 'results.json'}, {out / 'report.md'} and {', '.join(plots)} in {timings['total_s']:.0f} s.")
+    results["files"] = [str(out / name) for name in ("results.json", "report.md", *plots)]
     return results
 
 
@@ -417,4 +417,8 @@ def format_report(results: dict[str, Any], table: str, plots: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return run_demo(build_parser().parse_args(argv))
+    results = run_demo(build_parser().parse_args(argv))
+    # The command's output: the table, and where everything was written.
+    sys.stdout.write(format_table(results) + "\n\nWrote " + ", ".join(results["files"])
+                     + f" in {results['timings']['total_s']:.0f} s.\n")
+    return results
