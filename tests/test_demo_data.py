@@ -1,6 +1,7 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
 """Demo foundations: synthetic tasks, local tokenizer, model presets, metrics and a tiny SFT smoke run."""
 
+import copy
 import re
 
 import pytest
@@ -257,6 +258,13 @@ def test_sft_smoke(tok, data):
     losses = [log["loss"] for log in model.sft_log_history if "loss" in log]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # TRL's patched forward is undone: a deep copy trains its own weights (with the patch it silently did not).
+    assert "forward" not in model.__dict__
+    copy_ = copy.deepcopy(model)
+    before_copy = [p.detach().clone() for p in copy_.parameters()]
+    copy_ = supervised_finetune(copy_, tok, data["train"].select(range(16)), steps=1, lr=1e-2, batch_size=8, seed=1)
+    assert any(not torch.equal(a, b) for a, b in zip(before_copy, copy_.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before_copy, model.parameters()))
     outputs = generate_completions(model, tok, list(data["test"]["prompt"][:3]), max_new_tokens=4)
     assert len(outputs) == 3 and all(isinstance(o, str) for o in outputs)
     assert tok.padding_side == "right"  # restored after left-padded generation

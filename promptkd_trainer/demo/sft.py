@@ -103,8 +103,9 @@ def supervised_finetune(
             Further [`~trl.SFTConfig`] fields; they override the values above.
 
     Returns:
-        [`~transformers.PreTrainedModel`]: The trained `model` in eval mode. Its attribute `sft_log_history` holds
-        the trainer's `log_history` (losses and the final `train_runtime`).
+        [`~transformers.PreTrainedModel`]: The trained `model` in eval mode, with its own `forward` (TRL's patched
+        forward is removed, so the model can be copied and trained again). Its attribute `sft_log_history` holds the
+        trainer's `log_history` (losses and the final `train_runtime`).
     """
     missing = {"prompt", "completion"} - set(train_dataset.column_names)
     if missing:
@@ -149,11 +150,19 @@ def supervised_finetune(
     bars_were_disabled = datasets.are_progress_bars_disabled()
     if not progress_bar:
         datasets.disable_progress_bars()
+    # TRL's SFTTrainer replaces `model.forward` by a closure over the *bound* original forward (its fused LM head,
+    # trl/trainer/utils.py). The patch outlives training, and a `copy.deepcopy` of the model keeps calling the
+    # original object's forward: the copy's own weights get no gradient and never change. Undo it afterwards.
+    patched_forward = model.__dict__.get("forward")
     try:
         trainer, elapsed = _train(model, tokenizer, train_dataset, output_dir, config_kwargs, callbacks, fused_loss)
     finally:
         if not bars_were_disabled:
             datasets.enable_progress_bars()
+        if patched_forward is None:
+            model.__dict__.pop("forward", None)
+        else:
+            model.forward = patched_forward
     model = trainer.model
     model.eval()
     model.sft_log_history = list(trainer.state.log_history)
