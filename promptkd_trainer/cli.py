@@ -153,6 +153,7 @@ def _model_init_kwargs(model_args, config) -> tuple[dict, dict]:
 
 def run_train(argv: list[str] | None = None):
     """Entry point of `promptkd train`: TRL-style `--snake_case` flags, and `--config file.yaml`."""
+    import torch
     from transformers import AutoTokenizer
     from trl import get_peft_config
 
@@ -175,9 +176,6 @@ def run_train(argv: list[str] | None = None):
     ):
         if _missing_local_path(name):
             parser.error(f"{flag} {name!r}: no such file or directory (and not a Hub id, of the form namespace/name).")
-    if script_args.ignore_bias_buffers:
-        logger.warning("--ignore_bias_buffers has no effect in promptkd train (PromptKD models have no bias buffers "
-                       "that DDP must skip); it is accepted for TRL compatibility only.")
 
     eval_on = config.eval_strategy != "no"
     eval_source = extra_args.eval_dataset_name or script_args.dataset_name
@@ -209,10 +207,11 @@ def run_train(argv: list[str] | None = None):
     eval_dataset = None
     callbacks = []
     if eval_on:
+        # dataset_config names a configuration of dataset_name only.
+        eval_kwargs = load_kwargs if extra_args.eval_dataset_name is None else {"streaming": load_kwargs["streaming"]}
         eval_dataset = _load_rows(
             eval_source, script_args.dataset_test_split, extra_args.dataset_format,
-            keep_references=extra_args.eval_rouge_examples > 0,
-            **(load_kwargs if extra_args.eval_dataset_name is None else {"streaming": script_args.dataset_streaming}),
+            keep_references=extra_args.eval_rouge_examples > 0, **eval_kwargs,
         )
         if extra_args.max_prompt_length is not None:
             eval_dataset = _drop_long_prompts(eval_dataset, tokenizer, extra_args.max_prompt_length)
@@ -233,6 +232,13 @@ def run_train(argv: list[str] | None = None):
         callbacks=callbacks or None,
         peft_config=get_peft_config(model_args),
     )
+    if script_args.ignore_bias_buffers:
+        # As TRL's scripts do: DDP must not broadcast boolean buffers (causal masks), see
+        # https://github.com/huggingface/transformers/issues/22482#issuecomment-1595790992. The student is wrapped
+        # by DDP only in `train()`, so setting it here is in time.
+        trainer.model._ddp_params_and_buffers_to_ignore = [
+            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
+        ]
     trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model(config.output_dir)
     return trainer

@@ -229,6 +229,7 @@ def test_train_eval_on_a_local_file_without_test_split_is_a_usage_error(tiny_dir
 
 def test_train_streams_a_local_dataset(tiny_dir, tmp_path):
     """--dataset_streaming gives the trainer an IterableDataset, tokenized and checked as it is read."""
+    import torch
     from datasets import IterableDataset
 
     data = write_minillm_jsonl(tmp_path / "train.jsonl", 4)
@@ -237,11 +238,14 @@ def test_train_streams_a_local_dataset(tiny_dir, tmp_path):
             *train_flags(tiny_dir, tmp_path), "--dataset_name", str(data), "--dataset_format", "minillm",
             "--dataset_streaming", "true", "--max_train_examples", "4", "--max_steps", "1",
             "--per_device_train_batch_size", "2", "--max_length", "64", "--max_new_tokens", "4",
-            "--num_virtual_tokens", "3",
+            "--num_virtual_tokens", "3", "--ignore_bias_buffers", "true",
         ]
     )
     assert isinstance(trainer.train_dataset, IterableDataset)
     assert trainer.state.global_step == 1
+    # TRL's ScriptArguments flag is applied, not only accepted: boolean buffers are kept out of DDP's broadcast.
+    bool_buffers = [n for n, b in trainer.model.named_buffers() if b.dtype == torch.bool]
+    assert trainer.model._ddp_params_and_buffers_to_ignore == bool_buffers
 
 
 # ------------------------------------------------------------------------------------------------ promptkd eval
