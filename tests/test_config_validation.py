@@ -93,7 +93,7 @@ def test_defaults_that_differ_from_gkd_are_the_documented_ones():
     """Exactly these shared fields differ from GKDConfig, and the docstring's table names each with both defaults."""
     ours, gkd = PromptKDConfig.__dataclass_fields__, GKDConfig.__dataclass_fields__
     shared = set(ours) & set(gkd)
-    differ = {n for n in shared if ours[n].default != gkd[n].default and n != "bf16"}
+    differ = {n for n in shared if ours[n].default != gkd[n].default}
     assert differ == set(DIFFERENT_FROM_GKD)
     table = PromptKDConfig.__doc__.split("| field |")[1].split("\n\n")[0]
     for name, value in DIFFERENT_FROM_GKD.items():
