@@ -64,7 +64,7 @@ class TrainScriptArguments:
 
 
 def make_train_parser():
-    """The `TrlParser` of `promptkd train`: (`ScriptArguments`, `PromptKDConfig`, `ModelConfig`, `TrainScriptArguments`)."""
+    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`, `TrainScriptArguments`."""
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from .promptkd_config import PromptKDConfig
@@ -100,7 +100,8 @@ def _drop_long_prompts(dataset, tokenizer, max_tokens: int):
         logger.warning(f"Rows with prompts over {max_tokens} tokens are dropped as the streamed dataset is read.")
         return kept
     if len(kept) < len(dataset):
-        logger.warning(f"Dropped {len(dataset) - len(kept)} of {len(dataset)} rows with prompts over {max_tokens} tokens.")
+        dropped = len(dataset) - len(kept)
+        logger.warning(f"Dropped {dropped} of {len(dataset)} rows with prompts over {max_tokens} tokens.")
     if len(kept) == 0:
         raise ValueError(f"Every prompt is longer than max_prompt_length={max_tokens} tokens; raise it.")
     return kept

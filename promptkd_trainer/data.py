@@ -85,7 +85,7 @@ def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase
 
 
 def _column_names(dataset: Dataset | IterableDataset, name: str) -> list[str]:
-    """The dataset's columns; for an `IterableDataset` with unresolved features (e.g. `from_generator`), its first row's."""
+    """The dataset's columns; those of its first row for an `IterableDataset` without features (`from_generator`)."""
     if dataset.column_names is not None:
         return list(dataset.column_names)
     return list(_first_row(dataset, name).keys())
@@ -340,5 +340,6 @@ class PromptKDDataCollator:
         prompts = [torch.as_tensor(ex["prompt_ids"], dtype=torch.long) for ex in examples]
         batch = pack_sequences(prompts, [ex["completion_ids"] for ex in examples], self.pad_token_id, self.max_length)
         batch["prompts"] = pad(prompts, padding_value=self.pad_token_id, padding_side="left")
-        batch["prompt_attention_mask"] = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left")
+        masks = [torch.ones_like(p) for p in prompts]
+        batch["prompt_attention_mask"] = pad(masks, padding_value=0, padding_side="left")
         return batch

@@ -53,7 +53,7 @@ class PromptKDConfig(SFTConfig):
     | `lmbda` | `0.5` | `1.0` | PromptKD is always on-policy: the student samples every completion (official code). |
     | `temperature` | `0.9` | `1.0` | The official code samples at temperature 1.0 (with `top_k=0`, `top_p=1.0`). |
     | `max_new_tokens` | `128` | `256` | Official `max_length` 512 minus `max_prompt_length` 256. |
-    | `learning_rate` | `2e-5` | `5e-5` | Official GPT-2 base script; the other setups use 1e-5 or 5e-6 (see examples/). |
+    | `learning_rate` | `2e-5` | `5e-5` | Official GPT-2 base script (the other setups use 1e-5 or 5e-6). |
     | `max_length` | `1024` | `512` | Official `max_length` 512 (prompt + completion). |
 
     `beta` has GKD's default (0.5) but only acts through the `"jsd"` loss types; the defaults are reverse KL, where GKD
@@ -383,7 +383,8 @@ class PromptKDConfig(SFTConfig):
         default = type(self).__dataclass_fields__["beta"].default
         if self.beta != default and not self.jsd_terms():
             logger.warning(
-                f"`beta={self.beta}` is set but has no effect: no loss term uses the generalized JSD (student_loss_type="
-                f"{self.student_loss_type!r}, prompt_loss_type={self.prompt_loss_type!r}, reg_loss_type="
-                f"{self.reg_loss_type!r}). Set a loss type to 'jsd' to use it (GKD's loss is the JSD), or drop `beta`."
+                f"`beta={self.beta}` is set but has no effect: no loss term uses the generalized JSD "
+                f"(student_loss_type={self.student_loss_type!r}, prompt_loss_type={self.prompt_loss_type!r}, "
+                f"reg_loss_type={self.reg_loss_type!r}). Set a loss type to 'jsd' to use it (GKD's loss is the JSD), "
+                "or drop `beta`."
             )

@@ -147,7 +147,9 @@ def write_split_dir(path: Path, sizes: dict[str, int]) -> Path:
     path.mkdir()
     rng = random.Random(0)
     for split, n in sizes.items():
-        rows = [{"prompt": f"Question: {words(rng, 2, 6)}\nAnswer:", "completion": f" {words(rng, 1, 3)}"} for _ in range(n)]
+        rows = [
+            {"prompt": f"Question: {words(rng, 2, 6)}\nAnswer:", "completion": f" {words(rng, 1, 3)}"} for _ in range(n)
+        ]
         (path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 

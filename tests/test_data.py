@@ -130,7 +130,8 @@ def test_empty_completion_rows_reads_every_row():
     lengths = [3] * 100
     lengths[70] = lengths[99] = 0  # past the first 64 rows
     assert empty_completion_rows(prepared(lengths)) == [70, 99]
-    with pytest.raises(ValueError, match=r"2 of the 100 rows of the train dataset have an empty completion \(rows 70, 99\)"):
+    message = r"2 of the 100 rows of the train dataset have an empty completion \(rows 70, 99\)"
+    with pytest.raises(ValueError, match=message):
         check_completions(prepared(lengths), "train", "lmbda < 1 asks for off-policy steps")
 
 

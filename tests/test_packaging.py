@@ -52,7 +52,8 @@ def test_license_file_is_the_apache_2_text():
     text = (ROOT / "LICENSE").read_text()
     assert pyproject()["project"]["license"] == "Apache-2.0"
     assert "Apache License" in text and "Version 2.0, January 2004" in text
-    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text and "END OF TERMS AND CONDITIONS" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert "END OF TERMS AND CONDITIONS" in text
     assert "LICENSE" in pyproject()["project"]["license-files"]
 
 
