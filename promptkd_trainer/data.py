@@ -159,9 +159,16 @@ def _too_long_message(count: str, name: str, where: str, max_length: int) -> str
     )
 
 
-def _checked_tokenize(example, index, tokenizer, max_length: int | None, name: str) -> dict[str, list[int]]:
+def _tokenize(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, keep_prompt: bool) -> dict[str, Any]:
+    row: dict[str, Any] = tokenize_example(example, tokenizer)
+    if keep_prompt:  # e.g. for TRL's LogCompletionsCallback, which reads the eval set's `prompt` column
+        row["prompt"] = example["messages"][:-1] if "messages" in example else example["prompt"]
+    return row
+
+
+def _checked_tokenize(example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str) -> dict:
     """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
-    row = tokenize_example(example, tokenizer)
+    row = _tokenize(example, tokenizer, keep_prompt)
     n = len(row["prompt_ids"])
     if n == 0:
         raise ValueError(f"Row {index} of the {name} dataset has an empty prompt.")
@@ -177,6 +184,7 @@ def prepare_dataset(
     name: str = "train",
     num_proc: int | None = None,
     formatting_func: Callable[[dict], str | dict] | None = None,
+    keep_prompt: bool = False,
 ) -> Dataset | IterableDataset:
     """Tokenize and check a dataset for [`PromptKDTrainer`].
 
@@ -195,9 +203,13 @@ def prepare_dataset(
         formatting_func (`Callable`, *optional*):
             Applied to every raw row first, see [`apply_formatting_func`]: returns the prompt text (as SFTTrainer's
             returns the text), or a dict.
+        keep_prompt (`bool`, *optional*, defaults to `False`):
+            Also keep a `prompt` column (the prompt text, or the conversation before the answer for `messages`
+            rows), as TRL's `LogCompletionsCallback` reads from the eval set. The collator ignores it.
 
     Returns:
-        The dataset with columns `prompt_ids` and `completion_ids` (empty for prompt-only rows). A `Dataset` is
+        The dataset with columns `prompt_ids` and `completion_ids` (empty for prompt-only rows), and `prompt` with
+        `keep_prompt`. A `Dataset` is
         checked here, every row; an `IterableDataset` is checked row by row as it is read, and the first offending
         row raises.
 
@@ -225,12 +237,12 @@ def prepare_dataset(
         return dataset.map(
             _checked_tokenize,
             with_indices=True,
-            fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "name": name},
+            fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "max_length": max_length, "name": name},
             remove_columns=columns,
         )
     dataset = dataset.map(
-        tokenize_example, fn_kwargs={"tokenizer": tokenizer}, remove_columns=columns, num_proc=num_proc,
-        desc=f"Tokenizing {name} dataset",
+        _tokenize, fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt}, remove_columns=columns,
+        num_proc=num_proc, desc=f"Tokenizing {name} dataset",
     )
     prompt_lengths = _lengths(dataset, "prompt_ids")
     empty = [i for i, n in enumerate(prompt_lengths) if n == 0]

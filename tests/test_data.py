@@ -65,6 +65,24 @@ def test_formatting_func_with_another_return_type_is_a_clear_error(tokenizer):
         prepare_dataset(Dataset.from_list(RAW), tokenizer, 64, formatting_func=lambda r: [template(r)])
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+def test_keep_prompt_keeps_the_prompt_for_trl_callbacks(tokenizer, streamed):
+    """TRL's LogCompletionsCallback reads the eval set's `prompt` column; keep_prompt keeps it next to the ids."""
+    rows = [
+        {"messages": [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat"}]},
+        {"messages": [{"role": "user", "content": "a dog"}, {"role": "assistant", "content": "ran"}]},
+    ]
+    ds = Dataset.from_list(rows)
+    out = prepare_dataset(ds.to_iterable_dataset() if streamed else ds, tokenizer, 64, keep_prompt=True)
+    out = list(out)
+    assert [r["prompt"] for r in out] == [r["messages"][:-1] for r in rows]
+    text_rows = Dataset.from_list([{"prompt": "the cat", "completion": " sat"}])
+    plain = prepare_dataset(text_rows, tokenizer, 64)
+    assert plain.column_names == ["prompt_ids", "completion_ids"]
+    kept = prepare_dataset(text_rows, tokenizer, 64, keep_prompt=True)
+    assert kept[0]["prompt"] == "the cat" and kept[0]["prompt_ids"] == plain[0]["prompt_ids"]
+
+
 # ------------------------------------------------------------------------------------------------ IterableDataset
 
 
