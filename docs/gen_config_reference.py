@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
 import types
@@ -85,6 +86,23 @@ def _default(field: dataclasses.Field) -> str:
     return f"`{value!r}`"
 
 
+def _gkd_table(docstring: str) -> list[str]:
+    """The docstring's table of defaults that differ from TRL's GKDConfig, and the paragraph after it."""
+    lines = inspect.cleandoc(docstring or "").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| field |")), None)
+    if start is None:
+        return []
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    after = end + 1
+    paragraph = []
+    while after < len(lines) and lines[after].strip():
+        paragraph.append(lines[after].strip())
+        after += 1
+    return lines[start:end] + ([""] + [" ".join(paragraph)] if paragraph else [])
+
+
 def render(config_cls) -> str:
     own = list(config_cls.__dict__.get("__annotations__", {}))
     all_fields = config_cls.__dataclass_fields__
@@ -117,6 +135,17 @@ def render(config_cls) -> str:
         "The columns come from the dataclass fields: `type` is the annotation, `help` the field's help text; "
         "\"official code\" is gmkim-ai/PromptKD at commit 383182f.",
     ]
+    table = _gkd_table(config_cls.__doc__)
+    if table:
+        out += [
+            "",
+            "## Defaults that differ from TRL's GKDConfig",
+            "",
+            "The fields shared with `GKDConfig` keep GKD's names and meanings; these keep the paper's defaults instead "
+            "of GKD's, so set them to reproduce a GKD run:",
+            "",
+            *table,
+        ]
     for section in order:
         if section not in grouped:
             continue

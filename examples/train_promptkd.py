@@ -1,7 +1,8 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
 """`promptkd train` as a script file, for launchers that want a path rather than a module.
 
-Same flags and YAML configs as `promptkd train` (`promptkd_trainer.cli.run_train`):
+Same flags and YAML configs as `promptkd train` (`promptkd_trainer.cli.run_train`): TRL's `ScriptArguments` and
+`ModelConfig` (`--dataset_test_split`, `--dtype`, `--use_peft --lora_r ...`) plus the `PromptKDConfig` fields:
 
 ```bash
 python examples/train_promptkd.py --config examples/gpt2/gpt2-base.yaml

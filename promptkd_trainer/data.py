@@ -2,18 +2,22 @@
 """Dataset checks, tokenization and collation for [`PromptKDTrainer`].
 
 Every dataset is tokenized and checked when the trainer is built, so that a bad dataset fails before any compute is
-spent: empty datasets, missing columns, prompts that leave no room for a completion.
+spent: empty datasets, missing columns, prompts that leave no room for a completion (a streamed `IterableDataset` is
+checked row by row as it is read), and, through [`check_completions`], rows without a completion where one is needed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
+from trl.trainer.utils import pad
 
 
 logger = logging.get_logger(__name__)
@@ -23,10 +27,6 @@ ACCEPTED_FORMATS = (
     "`prompt` + `completion` (strings, or conversational lists of messages), "
     "or `prompt` alone (prompt-only, for on-policy training with lmbda=1.0)"
 )
-
-
-def _eos_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    return {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
 
 
 def _cut_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
@@ -84,63 +84,230 @@ def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase
     return {"prompt_ids": prompt_ids, "completion_ids": completion_ids}
 
 
+def _column_names(dataset: Dataset | IterableDataset, name: str) -> list[str]:
+    """The dataset's columns; those of its first row for an `IterableDataset` without features (`from_generator`)."""
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    return list(_first_row(dataset, name).keys())
+
+
+def _first_row(dataset: Dataset | IterableDataset, name: str) -> dict[str, Any]:
+    try:
+        return next(iter(dataset))
+    except StopIteration:
+        raise ValueError(f"The {name} dataset is empty: pass a dataset with at least one example.") from None
+
+
+def _format_row(example: dict[str, Any], formatting_func: Callable[[dict], str | dict]) -> dict[str, Any]:
+    out = formatting_func(example)
+    if isinstance(out, str):
+        # The text is the prompt the student continues; a string completion of the raw row is kept as the reference
+        # (off-policy steps, eval loss). The caller drops every other column.
+        completion = example.get("completion")
+        return {"prompt": out, "completion": completion if isinstance(completion, str) else ""}
+    if isinstance(out, dict):
+        return out
+    raise TypeError(
+        "`formatting_func` must return a string (the prompt, as SFTTrainer's returns the text) or a dict with "
+        f"`prompt`/`completion` or `messages`, got {type(out).__name__}."
+    )
+
+
+def apply_formatting_func(
+    dataset: Dataset | IterableDataset,
+    formatting_func: Callable[[dict], str | dict],
+    name: str = "train",
+    num_proc: int | None = None,
+) -> Dataset | IterableDataset:
+    """Apply a `formatting_func` to every row, as `SFTTrainer` does before tokenization.
+
+    As in `SFTTrainer`, the function takes one raw row and returns text. Here that text is the *prompt* that the
+    student continues on-policy (PromptKD trains on sampled completions, not on the text itself). A string
+    `completion` column of the raw row is kept as the dataset completion; every other column is dropped. For
+    backward compatibility the function may instead return a dict (`prompt`/`completion` or `messages`), which is
+    merged into the row.
+
+    Args:
+        dataset (`Dataset` or `IterableDataset`):
+            Raw rows.
+        formatting_func (`Callable[[dict], str | dict]`):
+            Maps one row to its prompt text (or to a dict).
+        name (`str`, *optional*, defaults to `"train"`):
+            Name of the dataset in messages.
+        num_proc (`int`, *optional*):
+            Processes for `Dataset.map`.
+
+    Returns:
+        The mapped dataset.
+    """
+    columns = _column_names(dataset, name)
+    returns_text = isinstance(formatting_func(_first_row(dataset, name)), str)
+    kwargs: dict[str, Any] = {"fn_kwargs": {"formatting_func": formatting_func}}
+    if returns_text:
+        kwargs["remove_columns"] = columns
+    if isinstance(dataset, Dataset):
+        kwargs.update(num_proc=num_proc, desc=f"Applying formatting function to {name} dataset")
+    return dataset.map(_format_row, **kwargs)
+
+
+def _too_long_message(count: str, name: str, where: str, max_length: int) -> str:
+    return (
+        f"{count} of the {name} dataset {where}, at least max_length={max_length} tokens: no room is left for a "
+        "completion (it would train on 0 tokens). Raise `max_length`, or drop such prompts first, e.g. "
+        f"`dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < {max_length})` (the official code "
+        "drops prompts over 256 tokens)."
+    )
+
+
+def _tokenize(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, keep_prompt: bool) -> dict[str, Any]:
+    row: dict[str, Any] = tokenize_example(example, tokenizer)
+    if keep_prompt:  # e.g. for TRL's LogCompletionsCallback, which reads the eval set's `prompt` column
+        row["prompt"] = example["messages"][:-1] if "messages" in example else example["prompt"]
+    return row
+
+
+def _checked_tokenize(example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str) -> dict:
+    """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
+    row = _tokenize(example, tokenizer, keep_prompt)
+    n = len(row["prompt_ids"])
+    if n == 0:
+        raise ValueError(f"Row {index} of the {name} dataset has an empty prompt.")
+    if max_length is not None and n >= max_length:
+        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length))
+    return row
+
+
 def prepare_dataset(
     dataset: Dataset | IterableDataset,
     tokenizer: PreTrainedTokenizerBase,
     max_length: int | None,
     name: str = "train",
     num_proc: int | None = None,
+    formatting_func: Callable[[dict], str | dict] | None = None,
+    keep_prompt: bool = False,
 ) -> Dataset | IterableDataset:
     """Tokenize and check a dataset for [`PromptKDTrainer`].
 
+    Args:
+        dataset (`Dataset` or `IterableDataset`):
+            `messages`, `prompt`/`completion` or prompt-only `prompt` rows, or rows already tokenized by this function
+            (`prompt_ids`/`completion_ids`, returned unchanged).
+        tokenizer (`PreTrainedTokenizerBase`):
+            The tokenizer shared by student and teacher.
+        max_length (`int`, *optional*):
+            Maximum prompt + completion length; a prompt of `max_length` tokens or more is an error.
+        name (`str`, *optional*, defaults to `"train"`):
+            Name of the dataset in error messages.
+        num_proc (`int`, *optional*):
+            Processes for `Dataset.map` (not used for an `IterableDataset`).
+        formatting_func (`Callable`, *optional*):
+            Applied to every raw row first, see [`apply_formatting_func`]: returns the prompt text (as SFTTrainer's
+            returns the text), or a dict.
+        keep_prompt (`bool`, *optional*, defaults to `False`):
+            Also keep a `prompt` column (the prompt text, or the conversation before the answer for `messages`
+            rows), as TRL's `LogCompletionsCallback` reads from the eval set. The collator ignores it.
+
+    Returns:
+        The dataset with columns `prompt_ids` and `completion_ids` (empty for prompt-only rows), and `prompt` with
+        `keep_prompt`. A `Dataset` is
+        checked here, every row; an `IterableDataset` is checked row by row as it is read, and the first offending
+        row raises.
+
     Raises:
-        `ValueError`: the dataset is empty, has none of the accepted layouts, or holds prompts that leave no room for
-        a completion within `max_length`.
+        `ValueError`: the dataset is empty, has none of the accepted layouts, or holds empty prompts or prompts that
+        leave no room for a completion within `max_length`.
     """
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise ValueError(f"The {name} dataset is empty: pass a dataset with at least one example.")
-    columns = set(dataset.column_names or [])
-    if {"prompt_ids", "completion_ids"} <= columns:
+    columns = _column_names(dataset, name)
+    if {"prompt_ids", "completion_ids"} <= set(columns):
+        if formatting_func is not None:
+            logger.warning(f"The {name} dataset is already tokenized (`prompt_ids`); `formatting_func` is ignored.")
         return dataset  # already prepared by this module
+    if formatting_func is not None:
+        dataset = apply_formatting_func(dataset, formatting_func, name, num_proc)
+        columns = _column_names(dataset, name)
     if "messages" not in columns and "prompt" not in columns:
         raise ValueError(
             f"The {name} dataset has columns {sorted(columns)}, but PromptKD needs one of: {ACCEPTED_FORMATS}. "
-            "Dolly/Alpaca/MiniLLM layouts can be converted with `promptkd_trainer.formats.to_prompt_completion`."
+            "Dolly/Alpaca/MiniLLM layouts can be converted with `promptkd_trainer.formats.to_prompt_completion`; "
+            "any other layout with a `formatting_func` that returns the prompt text."
         )
-    kwargs = {"remove_columns": list(columns)}
-    if isinstance(dataset, Dataset):
-        kwargs.update(num_proc=num_proc, desc=f"Tokenizing {name} dataset")
-    dataset = dataset.map(tokenize_example, fn_kwargs={"tokenizer": tokenizer}, **kwargs)
-
-    if isinstance(dataset, Dataset):
-        prompt_lengths = [len(ids) for ids in dataset["prompt_ids"]]
-        empty = [i for i, n in enumerate(prompt_lengths) if n == 0]
-        if empty:
-            raise ValueError(f"{len(empty)} prompts of the {name} dataset are empty (first at index {empty[0]}).")
-        if max_length is not None:
-            too_long = [i for i, n in enumerate(prompt_lengths) if n >= max_length]
-            if too_long:
-                i = too_long[0]
-                raise ValueError(
-                    f"{len(too_long)} prompts of the {name} dataset have at least max_length={max_length} tokens "
-                    f"(first: index {i}, {prompt_lengths[i]} tokens), leaving no room for a completion. Raise "
-                    "`max_length`, or drop them first, e.g. `dataset.filter(lambda x: len(tokenizer(x['prompt'])"
-                    f"['input_ids']) < {max_length})` (the official code drops prompts over 256 tokens)."
-                )
+    if isinstance(dataset, IterableDataset):
+        return dataset.map(
+            _checked_tokenize,
+            with_indices=True,
+            fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "max_length": max_length, "name": name},
+            remove_columns=columns,
+        )
+    dataset = dataset.map(
+        _tokenize, fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt}, remove_columns=columns,
+        num_proc=num_proc, desc=f"Tokenizing {name} dataset",
+    )
+    prompt_lengths = _lengths(dataset, "prompt_ids")
+    empty = [i for i, n in enumerate(prompt_lengths) if n == 0]
+    if empty:
+        raise ValueError(f"{len(empty)} prompts of the {name} dataset are empty (first at index {empty[0]}).")
+    if max_length is not None:
+        too_long = [i for i, n in enumerate(prompt_lengths) if n >= max_length]
+        if too_long:
+            i = too_long[0]
+            where = f"have a prompt (first: index {i}, {prompt_lengths[i]} tokens)"
+            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length))
     return dataset
 
 
-def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if not r:
-            continue
-        sl = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r, dtype=torch.long)
-        mask[i, sl] = 1
-    return ids, mask
+def _lengths(dataset: Dataset, column: str) -> list[int]:
+    """Lengths of a list column over every row, read from Arrow without decoding the lists."""
+    table = dataset.with_format("arrow")[:]  # honours `select`/`shuffle` indices, unlike `dataset.data`
+    return pc.list_value_length(table.column(column)).to_pylist()
+
+
+def empty_completion_rows(dataset: Dataset) -> list[int]:
+    """Indices of the rows of a prepared dataset whose completion has no token; every row is read.
+
+    Args:
+        dataset (`Dataset`):
+            A dataset returned by [`prepare_dataset`].
+
+    Returns:
+        `list[int]`: the row indices, in order; empty when every row has a completion.
+    """
+    return [i for i, n in enumerate(_lengths(dataset, "completion_ids")) if not n]
+
+
+def check_completions(dataset: Dataset | IterableDataset, name: str, reason: str) -> None:
+    """Raise if a row of a prepared dataset has no completion while completions are needed (`reason` says why).
+
+    Every row is read (of a `Dataset`; an `IterableDataset` cannot be scanned before training and is not checked).
+    Without completion tokens a row adds nothing to the loss: a training step on it still moves the models (AdamW
+    momentum), and in evaluation it dilutes `eval_loss` (a prompt-only eval set reports 0.0).
+
+    Args:
+        dataset (`Dataset` or `IterableDataset`):
+            A dataset returned by [`prepare_dataset`].
+        name (`str`):
+            Name of the dataset in the message, e.g. `"train"` or `"eval"`.
+        reason (`str`):
+            Why completions are needed, e.g. `"lmbda < 1 asks for off-policy steps on the dataset's completions"`.
+
+    Raises:
+        `ValueError`: naming how many rows are empty and the first ten indices.
+    """
+    if not isinstance(dataset, Dataset):
+        return
+    empty = empty_completion_rows(dataset)
+    if not empty:
+        return
+    if len(empty) == len(dataset):
+        what = f"The {name} dataset is prompt-only (none of its {len(dataset)} rows has a completion)"
+    else:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        what = f"{len(empty)} of the {len(dataset)} rows of the {name} dataset have an empty completion (rows {shown})"
+    raise ValueError(
+        f"{what}, but {reason}. Add completions, or drop those rows first, e.g. "
+        "`dataset.filter(lambda x: len(x['completion']) > 0)`."
+    )
 
 
 def pack_sequences(
@@ -152,21 +319,22 @@ def pack_sequences(
     """Right-pad `prompt + completion` sequences; labels are the completion tokens, -100 elsewhere.
 
     Right padding keeps every real token at the same position in the student (0..L-1) and in the prompted teacher
-    (n..n+L-1), as the official code does (shared/research/paper.md §5.2).
+    (n..n+L-1), as the official code does (gmkim-ai/PromptKD @ 383182f, `data_utils/lm_datasets.py` right-pads the
+    training sequences).
     """
     rows, label_rows = [], []
     for p, c in zip(prompts, completions):
-        p = p.tolist() if torch.is_tensor(p) else list(p)
-        c = c.tolist() if torch.is_tensor(c) else list(c)
+        p = torch.as_tensor(p, dtype=torch.long).flatten()
+        c = torch.as_tensor(c, dtype=torch.long).flatten()
         if max_length is not None:
             c = c[: max(max_length - len(p), 0)]
-        rows.append(p + c)
-        label_rows.append([-100] * len(p) + c)
-    input_ids, attention_mask = _pad(rows, pad_id, left=False)
-    labels = torch.full_like(input_ids, -100)
-    for i, r in enumerate(label_rows):
-        labels[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        rows.append(torch.cat([p, c]))
+        label_rows.append(torch.cat([torch.full_like(p, -100), c]))
+    return {
+        "input_ids": pad(rows, padding_value=pad_id, padding_side="right"),
+        "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="right"),
+        "labels": pad(label_rows, padding_value=-100, padding_side="right"),
+    }
 
 
 @dataclass
@@ -181,9 +349,9 @@ class PromptKDDataCollator:
     max_length: int | None = None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        prompts = [ex["prompt_ids"] for ex in examples]
-        prompt_ids, prompt_mask = _pad(prompts, self.pad_token_id, left=True)
+        prompts = [torch.as_tensor(ex["prompt_ids"], dtype=torch.long) for ex in examples]
         batch = pack_sequences(prompts, [ex["completion_ids"] for ex in examples], self.pad_token_id, self.max_length)
-        batch["prompts"] = prompt_ids
-        batch["prompt_attention_mask"] = prompt_mask
+        batch["prompts"] = pad(prompts, padding_value=self.pad_token_id, padding_side="left")
+        masks = [torch.ones_like(p) for p in prompts]
+        batch["prompt_attention_mask"] = pad(masks, padding_value=0, padding_side="left")
         return batch

@@ -156,8 +156,10 @@ def to_prompt_completion(
             f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. dataset['train']."
         )
     columns = dataset.column_names
-    if columns is None:  # an IterableDataset with unresolved features
-        first = next(iter(dataset))
+    if columns is None:  # an IterableDataset with unresolved features (e.g. from_generator)
+        first = next(iter(dataset), None)
+        if first is None:
+            raise ValueError("The dataset is empty: it has no rows to convert.")
         columns = list(first.keys())
     fmt = detect_format(columns) if format == "auto" else format
     if fmt not in FORMATS:
@@ -212,7 +214,14 @@ def _files_in_dir(directory: str, split: str) -> tuple[str, list[str]]:
     return builders.pop(), files
 
 
-def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwargs) -> Dataset:
+def _load_local(builder: str, files: str | list[str], where: str, **kwargs) -> Dataset | IterableDataset:
+    try:
+        return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
+    except StopIteration:  # `datasets` infers the features from the first rows and has none to read
+        raise ValueError(f"{where} holds no rows (empty data file); pass a file with at least one row.") from None
+
+
+def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwargs) -> Dataset | IterableDataset:
     """Load a dataset from a local file, a local directory, or the Hugging Face Hub.
 
     - A local `.jsonl`/`.json`(`.gz`)/`.parquet`/`.csv` file is read with `datasets.load_dataset("json"|"parquet"|
@@ -228,17 +237,20 @@ def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwar
         split (`str`, *optional*, defaults to `"train"`):
             The split of a Hub dataset or a saved `DatasetDict`, or the file stem to pick in a directory.
         **kwargs:
-            Passed to `datasets.load_dataset` (e.g. `name=` for a Hub config).
+            Passed to `datasets.load_dataset` (e.g. `name=` for a Hub config, `streaming=True`).
 
     Returns:
-        `datasets.Dataset`.
+        `datasets.Dataset` (`datasets.IterableDataset` with `streaming=True`).
+
+    Raises:
+        `FileNotFoundError`: a path that does not exist. `ValueError`: an unsupported or empty data file.
     """
     path = os.path.expanduser(os.fspath(path_or_id))
     if os.path.isfile(path):
         builder = _builder_for(path)
         if builder is None:
             raise ValueError(f"Unsupported data file {path!r}: expected .jsonl, .json, .parquet or .csv.")
-        return datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
+        return _load_local(builder, path, f"Data file {path!r}", **kwargs)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "dataset_info.json")) or os.path.exists(
             os.path.join(path, "dataset_dict.json")
@@ -246,7 +258,7 @@ def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwar
             loaded = datasets.load_from_disk(path)
             return loaded[split] if isinstance(loaded, DatasetDict) else loaded
         builder, files = _files_in_dir(path, split)
-        return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
+        return _load_local(builder, files, f"Directory {path!r}", **kwargs)
     if path.endswith(tuple(_DATA_EXTENSIONS)) or path.startswith((".", "/", "~")):
         raise FileNotFoundError(f"No such file or directory: {path!r}.")
     return datasets.load_dataset(path, split=split, **kwargs)

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers.utils import is_torch_bf16_gpu_available, logging
 from trl import SFTConfig
 
 from .divergences import DIVERGENCE_TYPES
 
 
-# Citations used in help texts. PKD = the official code, gmkim-ai/PromptKD @ 383182f (shared/research/paper.md).
+logger = logging.get_logger(__name__)
+
+# Citations used in help texts: the official code, github.com/gmkim-ai/PromptKD @ 383182f (its `arguments.py` and
+# `scripts/{gpt2,opt,llama}/promptkd/*.sh`).
 _PKD = "official PromptKD code (gmkim-ai/PromptKD)"
 
 UPDATE_ORDERS = ("paper", "joint")
@@ -39,7 +44,20 @@ class PromptKDConfig(SFTConfig):
     This class only holds the parameters specific to PromptKD; see [`~trl.SFTConfig`] and
     [`~transformers.TrainingArguments`] for the rest. Fields shared with TRL's `GKDConfig` keep GKD's names and
     meanings (`lmbda`, `beta`, `temperature`, `max_new_tokens`, `seq_kd`, `teacher_model_name_or_path`,
-    `teacher_model_init_kwargs`, `disable_dropout`), so a GKD script can switch by changing its imports.
+    `teacher_model_init_kwargs`, `disable_dropout`), so a GKD script can switch by changing its imports. Five of them
+    keep the paper's defaults instead of GKD's, so a GKD script that relies on GKD's defaults trains differently after
+    the switch; set them explicitly to keep GKD's behaviour:
+
+    | field | `GKDConfig` default | `PromptKDConfig` default | why |
+    |---|---|---|---|
+    | `lmbda` | `0.5` | `1.0` | PromptKD is always on-policy: the student samples every completion (official code). |
+    | `temperature` | `0.9` | `1.0` | The official code samples at temperature 1.0 (with `top_k=0`, `top_p=1.0`). |
+    | `max_new_tokens` | `128` | `256` | Official `max_length` 512 minus `max_prompt_length` 256. |
+    | `learning_rate` | `2e-5` | `5e-5` | Official GPT-2 base script (the other setups use 1e-5 or 5e-6). |
+    | `max_length` | `1024` | `512` | Official `max_length` 512 (prompt + completion). |
+
+    `beta` has GKD's default (0.5) but only acts through the `"jsd"` loss types; the defaults are reverse KL, where GKD
+    uses its generalized JSD for every `beta`. Setting `beta` without a `"jsd"` term logs a warning.
 
     Parameters:
         > Parameters that control the teacher and its soft prompt
@@ -53,7 +71,7 @@ class PromptKDConfig(SFTConfig):
             on-policy distillation from the frozen teacher (GKD with `lmbda=1`, `beta=1`), PromptKD's ablation baseline.
         prompt_init_text (`str`, *optional*, defaults to `"Suppose you are a student."`):
             Text whose token embeddings initialise the soft prompt (PEFT `PromptTuningInit.TEXT`; ids repeated or
-            truncated to `num_virtual_tokens`). `None` initialises randomly.
+            truncated to `num_virtual_tokens`). `None` initialises randomly; an empty text is an error.
         teacher_learning_rate (`float`, *optional*):
             Learning rate of the soft prompt. Defaults to `learning_rate` (the official scripts use the same value).
         teacher_weight_decay (`float`, *optional*, defaults to `0.01`):
@@ -73,7 +91,8 @@ class PromptKDConfig(SFTConfig):
         reg_coef (`float`, *optional*, defaults to `1.0`):
             Regulariser coefficient; its weight decays linearly, `reg_coef * (1 - global_step / max_steps)`.
         beta (`float`, *optional*, defaults to `0.5`):
-            Interpolation of the generalized JSD (GKD's `beta`), used by the `"jsd"` loss types.
+            Interpolation of the generalized JSD (GKD's `beta`), used only by the `"jsd"` loss types (a warning is
+            logged when it is set while no `"jsd"` term is in use).
         skew_alpha (`float`, *optional*, defaults to `0.1`):
             Mixing weight of the skew KL losses (DistiLLM's alpha).
         loss_temperature (`float`, *optional*, defaults to `1.0`):
@@ -196,7 +215,10 @@ class PromptKDConfig(SFTConfig):
     )
     beta: float = field(
         default=0.5,
-        metadata={"help": "Generalized JSD interpolation for the 'jsd' loss types (GKD's beta, default 0.5)."},
+        metadata={
+            "help": "Generalized JSD interpolation, used only by the 'jsd' loss types (GKD's beta, default 0.5; GKD "
+            "always uses its JSD, PromptKD's default losses are reverse KL)."
+        },
     )
     skew_alpha: float = field(
         default=0.1, metadata={"help": "Skew KL mixing weight for the 'skew_*' loss types (DistiLLM: 0.1)."}
@@ -232,16 +254,23 @@ class PromptKDConfig(SFTConfig):
     # Generation.
     lmbda: float = field(
         default=1.0,
-        metadata={"help": f"Probability of an on-policy step (GKD's lmbda; {_PKD}: always on-policy, 1.0)."},
+        metadata={
+            "help": f"Probability of an on-policy step (GKD's lmbda, whose default is 0.5; {_PKD}: always "
+            "on-policy, 1.0)."
+        },
     )
     temperature: float = field(
-        default=1.0, metadata={"help": f"Sampling temperature of the student ({_PKD}: 1.0)."}
+        default=1.0,
+        metadata={"help": f"Sampling temperature of the student (GKD default 0.9; {_PKD}: 1.0)."},
     )
     top_k: int = field(default=0, metadata={"help": f"Sampling top-k, 0 disables ({_PKD}: top_k=0)."})
     top_p: float = field(default=1.0, metadata={"help": f"Sampling top-p ({_PKD}: top_p=1.0)."})
     max_new_tokens: int = field(
         default=256,
-        metadata={"help": f"Maximum sampled tokens ({_PKD}: max_length 512 - max_prompt_length 256 = 256)."},
+        metadata={
+            "help": f"Maximum sampled tokens (GKD default 128; {_PKD}: max_length 512 - max_prompt_length 256 "
+            "= 256)."
+        },
     )
     force_eos: bool = field(
         default=True,
@@ -259,14 +288,39 @@ class PromptKDConfig(SFTConfig):
 
     def __post_init__(self):
         if self.bf16 is None:
-            self.bf16 = _bf16_accelerator_available() and not self.fp16 and not self.use_cpu
+            # transformers' own check (CUDA, XPU, NPU, HPU, MPS, ...), the one TrainingArguments validates bf16 with.
+            self.bf16 = is_torch_bf16_gpu_available() and not self.fp16 and not self.use_cpu
         super().__post_init__()
         if self.teacher_model_init_kwargs is not None and not isinstance(self.teacher_model_init_kwargs, dict):
             raise ValueError("`teacher_model_init_kwargs` must be a dict or a JSON string of a dict.")
+        self._validate()
+        self._warn_unused_beta()
 
+    def _validate(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(message)
+
+        def is_int(value) -> bool:  # bool is an int subclass: `num_virtual_tokens=True` must not pass as 1
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_real(value) -> bool:  # a finite number: inf and nan pass every `>=` / `>` test below otherwise
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        for name in ("lmbda", "beta", "skew_alpha", "reg_coef", "teacher_weight_decay", "temperature",
+                     "loss_temperature", "top_p"):
+            value = getattr(self, name)
+            check(is_real(value), f"`{name}` must be a finite number, got {value!r}.")
+        check(
+            self.teacher_learning_rate is None or is_real(self.teacher_learning_rate),
+            f"`teacher_learning_rate` must be a finite number or None, got {self.teacher_learning_rate!r}.",
+        )
+        for name in ("num_virtual_tokens", "top_k", "max_new_tokens"):
+            value = getattr(self, name)
+            check(is_int(value), f"`{name}` must be an integer, got {value!r} ({type(value).__name__}).")
+        for name in ("divergence_chunk_size", "max_length"):
+            value = getattr(self, name)
+            check(value is None or is_int(value), f"`{name}` must be an integer or None, got {value!r}.")
 
         check(0.0 <= self.lmbda <= 1.0, f"`lmbda` must be in [0, 1] (probability of an on-policy step), got {self.lmbda}.")
         check(0.0 <= self.beta <= 1.0, f"`beta` must be in [0, 1] (generalized JSD interpolation), got {self.beta}.")
@@ -275,10 +329,16 @@ class PromptKDConfig(SFTConfig):
             f"`skew_alpha` must be in (0, 1) (DistiLLM uses 0.1), got {self.skew_alpha}.",
         )
         check(
-            isinstance(self.num_virtual_tokens, int) and self.num_virtual_tokens >= 0,
+            self.num_virtual_tokens >= 0,
             "`num_virtual_tokens` must be an integer >= 0 (the official code uses 7; 0 turns the prompt off), got "
             f"{self.num_virtual_tokens}.",
         )
+        if self.num_virtual_tokens > 0 and self.prompt_init_text is not None:
+            check(
+                isinstance(self.prompt_init_text, str) and self.prompt_init_text.strip() != "",
+                f"`prompt_init_text` must be a non-empty text (it initialises the soft prompt from its tokens), got "
+                f"{self.prompt_init_text!r}. Use None for a random initialisation.",
+            )
         check(self.reg_coef >= 0.0, f"`reg_coef` must be >= 0 (0 disables the regulariser), got {self.reg_coef}.")
         check(
             self.teacher_learning_rate is None or self.teacher_learning_rate >= 0.0,
@@ -308,8 +368,23 @@ class PromptKDConfig(SFTConfig):
             "`padding_free=False`.",
         )
 
+    def jsd_terms(self) -> list[str]:
+        """The loss-type fields that use the generalized JSD (and so `beta`) with this configuration."""
+        terms = ["student_loss_type"]
+        if self.num_virtual_tokens > 0:  # without a prompt, only the student term is computed
+            terms.append("prompt_loss_type")
+            if self.reg_coef > 0:
+                terms.append("reg_loss_type")
+        return [name for name in terms if getattr(self, name) == "jsd"]
 
-def _bf16_accelerator_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    def _warn_unused_beta(self) -> None:
+        # GKD's `beta` always acts (its loss is the generalized JSD); here it only acts through "jsd" terms, so a GKD
+        # user who sets it with the default reverse-KL losses would otherwise change nothing without a word.
+        default = type(self).__dataclass_fields__["beta"].default
+        if self.beta != default and not self.jsd_terms():
+            logger.warning(
+                f"`beta={self.beta}` is set but has no effect: no loss term uses the generalized JSD "
+                f"(student_loss_type={self.student_loss_type!r}, prompt_loss_type={self.prompt_loss_type!r}, "
+                f"reg_loss_type={self.reg_loss_type!r}). Set a loss type to 'jsd' to use it (GKD's loss is the JSD), "
+                "or drop `beta`."
+            )

@@ -128,7 +128,7 @@ def test_train_with_missing_teacher_directory_is_a_clear_error(tiny_dir, tmp_pat
         cli.main(["train", *flags, "--dataset_name", str(data)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "--teacher_model_name_or_path" in err and str(missing) in err and "no such directory" in err
+    assert "--teacher_model_name_or_path" in err and str(missing) in err and "no such file or directory" in err
 
 
 def test_train_config_with_unknown_key_is_an_error(tiny_dir, tmp_path):
@@ -140,6 +140,114 @@ def test_train_config_with_unknown_key_is_an_error(tiny_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="learnig_rate"):
         cli.main(["train", "--config", str(config), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+
+
+def write_split_dir(path: Path, sizes: dict[str, int]) -> Path:
+    """A local dataset folder with one prompt/completion file per split (`train.jsonl`, `test.jsonl`, ...)."""
+    path.mkdir()
+    rng = random.Random(0)
+    for split, n in sizes.items():
+        rows = [
+            {"prompt": f"Question: {words(rng, 2, 6)}\nAnswer:", "completion": f" {words(rng, 1, 3)}"} for _ in range(n)
+        ]
+        (path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_train_accepts_a_trl_gkd_yaml_with_a_lora_student(tiny_dir, tmp_path):
+    """A YAML written for TRL's gkd.py (ScriptArguments + ModelConfig keys) trains a LoRA student (issue 10, item 8)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    data = write_split_dir(tmp_path / "data", {"train": 6, "test": 2})
+    out = tmp_path / "out"
+    config = tmp_path / "gkd.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_dir / 'gpt2-student'}\n"
+        f"teacher_model_name_or_path: {tiny_dir / 'gpt2-teacher'}\n"
+        f"dataset_name: {data}\ndataset_train_split: train\ndataset_test_split: test\n"
+        "dtype: float32\nattn_implementation: eager\n"
+        "use_peft: true\nlora_r: 4\nlora_alpha: 8\nlora_target_modules: [c_attn, c_fc]\n"
+        "learning_rate: 1.0e-2\nmax_steps: 2\nper_device_train_batch_size: 2\nper_device_eval_batch_size: 2\n"
+        "eval_strategy: steps\neval_steps: 2\nmax_new_tokens: 4\nmax_length: 64\nnum_virtual_tokens: 3\n"
+        f"use_cpu: true\nbf16: false\nreport_to: none\ndisable_tqdm: true\noutput_dir: {out}\n"
+    )
+    trainer = cli.run_train(["--config", str(config)])
+
+    assert isinstance(trainer.model, PeftModel)
+    lora = trainer.model.peft_config["default"]
+    assert lora.r == 4 and lora.lora_alpha == 8 and set(lora.target_modules) == {"c_attn", "c_fc"}
+    assert trainer.model.config._attn_implementation == "eager"
+    assert trainer.model.get_base_model().dtype == torch.float32
+    # dataset_test_split picked the folder's test.jsonl (2 rows) for evaluation.
+    assert len(trainer.eval_dataset) == 2
+    assert [h for h in trainer.state.log_history if "eval_loss" in h]
+
+    # The adapter trained (LoRA B starts at zero) and the base weights did not move.
+    adapter = load_file(out / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().max() > 0 for v in lora_b)
+    base = load_file(tiny_dir / "gpt2-student" / "model.safetensors")
+    trained = {k.removeprefix("base_model.model."): v for k, v in trainer.model.state_dict().items()}
+    for name in ("transformer.h.0.attn.c_attn.base_layer.weight", "transformer.h.0.mlp.c_fc.base_layer.weight"):
+        torch.testing.assert_close(trained[name], base[name.replace(".base_layer", "")], rtol=0, atol=0)
+    assert (out / "teacher_prompt" / "adapter_model.safetensors").is_file()
+
+
+def test_model_config_flags_reach_both_models():
+    """ModelConfig's dtype / attn_implementation go to student and teacher; the config's own kwargs win."""
+    parser = cli.make_train_parser()
+    _, config, model_args, _ = parser.parse_args_and_config(
+        [
+            "--model_name_or_path", "s", "--teacher_model_name_or_path", "t", "--output_dir", "o", "--use_cpu", "true",
+            "--dtype", "bfloat16", "--attn_implementation", "sdpa", "--model_revision", "v1",
+            "--teacher_model_init_kwargs", '{"dtype": "float16"}',
+        ]
+    )
+    student, teacher = cli._model_init_kwargs(model_args, config)
+    assert student["dtype"] == "bfloat16" and student["attn_implementation"] == "sdpa" and student["revision"] == "v1"
+    assert teacher["dtype"] == "float16" and teacher["attn_implementation"] == "sdpa" and "revision" not in teacher
+    assert "quantization_config" not in student
+
+
+def test_dash_spellings_are_aliases_of_the_snake_case_flags():
+    parser = cli.make_train_parser()
+    _, config, model_args, extra = parser.parse_args_and_config(
+        ["--model-name-or-path", "s", "--output-dir", "o", "--use-cpu", "true", "--max-prompt-length", "9"]
+    )
+    assert (model_args.model_name_or_path, config.output_dir, extra.max_prompt_length) == ("s", "o", 9)
+
+
+def test_train_eval_on_a_local_file_without_test_split_is_a_usage_error(tiny_dir, tmp_path, capsys):
+    """Evaluating on the training file itself would be silent: a file has no `test` split, so say what to pass."""
+    data = write_minillm_jsonl(tmp_path / "train.jsonl", 2)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *train_flags(tiny_dir, tmp_path), "--dataset_name", str(data), "--eval_strategy", "steps"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--eval_dataset_name" in err and "'test'" in err
+
+
+def test_train_streams_a_local_dataset(tiny_dir, tmp_path):
+    """--dataset_streaming gives the trainer an IterableDataset, tokenized and checked as it is read."""
+    import torch
+    from datasets import IterableDataset
+
+    data = write_minillm_jsonl(tmp_path / "train.jsonl", 4)
+    trainer = cli.run_train(
+        [
+            *train_flags(tiny_dir, tmp_path), "--dataset_name", str(data), "--dataset_format", "minillm",
+            "--dataset_streaming", "true", "--max_train_examples", "4", "--max_steps", "1",
+            "--per_device_train_batch_size", "2", "--max_length", "64", "--max_new_tokens", "4",
+            "--num_virtual_tokens", "3", "--ignore_bias_buffers", "true",
+        ]
+    )
+    assert isinstance(trainer.train_dataset, IterableDataset)
+    assert trainer.state.global_step == 1
+    # TRL's ScriptArguments flag is applied, not only accepted: boolean buffers are kept out of DDP's broadcast.
+    bool_buffers = [n for n, b in trainer.model.named_buffers() if b.dtype == torch.bool]
+    assert trainer.model._ddp_params_and_buffers_to_ignore == bool_buffers
 
 
 # ------------------------------------------------------------------------------------------------ promptkd eval

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trl import TrlParser
 
-from promptkd_trainer import PromptKDConfig
-from promptkd_trainer.cli import TrainScriptArguments, run_train
+from promptkd_trainer.cli import make_train_parser, run_train
 
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 YAMLS = sorted(p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.glob("*/*.yaml"))
 
-# shared/research/paper.md §1.5 (scripts/{gpt2,opt,llama}/promptkd/*.sh of gmkim-ai/PromptKD @ 383182f).
+# The official scripts: scripts/{gpt2,opt,llama}/promptkd/*.sh of gmkim-ai/PromptKD @ 383182f.
 GPT2 = dict(micro=2, gpus=8, ckpt=False, launcher="deepspeed_zero1")
 BIG = dict(lr=5e-6, micro=16, gpus=4, ga=1, epochs=10, ckpt=True, launcher="deepspeed_zero2_offload")
 OFFICIAL = {
@@ -59,8 +57,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def parse_yaml(name: str, *extra: str):
-    parser = TrlParser((TrainScriptArguments, PromptKDConfig), prog="promptkd train")
-    return parser.parse_args_and_config(["--config", str(EXAMPLES / name), *extra])
+    """(ScriptArguments, PromptKDConfig, ModelConfig, TrainScriptArguments) of `promptkd train --config <name>`."""
+    return make_train_parser().parse_args_and_config(["--config", str(EXAMPLES / name), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +94,13 @@ def test_yaml_holds_the_official_hyperparameters(name):
     raw = yaml.safe_load((EXAMPLES / name).read_text())
     # The file asks for fp16 (official DeepSpeed fp16), which cannot be built on CPU: switched off here only.
     assert raw["fp16"] is True and raw["bf16"] is False
-    script, config = parse_yaml(name, "--fp16", "false")
+    script, config, model_args, extra = parse_yaml(name, "--fp16", "false")
 
-    assert script.dataset_format == "dolly" and script.dataset_name == "databricks/databricks-dolly-15k"
-    assert script.dataset_train_split == "train[1000:]" and script.eval_dataset_split == "train[:1000]"
-    assert script.eval_dataset_name == script.dataset_name
-    assert script.max_prompt_length == 256 and script.eval_rouge_examples == 1000
+    assert extra.dataset_format == "dolly" and script.dataset_name == "databricks/databricks-dolly-15k"
+    assert script.dataset_train_split == "train[1000:]" and script.dataset_test_split == "train[:1000]"
+    assert extra.eval_dataset_name is None  # the dev split comes from dataset_name
+    assert extra.max_prompt_length == 256 and extra.eval_rouge_examples == 1000
+    assert model_args.model_name_or_path.startswith("checkpoints/") and model_args.use_peft is False
     assert config.teacher_model_name_or_path.startswith("checkpoints/")
     assert config.teacher_model_init_kwargs == {"dtype": "float16"}
 
@@ -149,7 +148,7 @@ def test_yaml_header_commands(name):
 
 
 def test_cli_flags_override_yaml():
-    _, config = parse_yaml(
+    _, config, _, _ = parse_yaml(
         "gpt2/gpt2-base.yaml", "--fp16", "false", "--learning_rate", "1e-3", "--num_virtual_tokens", "3"
     )
     assert config.learning_rate == 1e-3 and config.num_virtual_tokens == 3

@@ -172,6 +172,24 @@ def test_load_dataset_any_local_files(tmp_path):
         load_dataset_any(tmp_path / "missing.jsonl")
 
 
+def test_empty_data_file_is_a_clear_error(tmp_path):
+    """`datasets` raises a bare StopIteration on an empty .jsonl (issue 10, item 20): name the file instead."""
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=r"train\.jsonl.*holds no rows"):
+        load_dataset_any(empty)
+    with pytest.raises(ValueError, match="holds no rows"):
+        load_dataset_any(tmp_path, split="train")
+
+
+def test_empty_generator_dataset_is_a_clear_error():
+    def gen():
+        yield from ()
+
+    with pytest.raises(ValueError, match="empty"):
+        to_prompt_completion(IterableDataset.from_generator(gen))
+
+
 def test_load_dataset_any_hub_id_goes_to_datasets(monkeypatch):
     calls = []
     monkeypatch.setattr(formats.datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or "loaded")
