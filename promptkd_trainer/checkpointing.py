@@ -58,3 +58,42 @@ def load_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, checkpoin
             # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict moves
             # the moments to the prompt's device.
             obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+class PromptCheckpointing:
+    """Trainer mixin (before the `Trainer` class in the bases) that saves and restores the prompt with the student.
+
+    It expects the trainer's `teacher`, `use_prompt`, `prompt_optimizer`, `prompt_scheduler` and
+    `_create_prompt_optimizer(num_training_steps)`.
+    """
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save and self.use_prompt:
+            save_prompt(self.teacher, output_dir or self.args.output_dir)
+
+    # The three private Trainer methods below are overridden because the Trainer has no public hook for state saved
+    # next to its optimizer or restored with the best model; checked against transformers 5.24.
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # Called by `_save_checkpoint` on every process that saves optimizer state.
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save and self.prompt_optimizer is not None:
+            save_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # Runs on every resume path (plain, DDP and DeepSpeed), unlike `_load_from_checkpoint`.
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or not self.use_prompt:
+            return
+        load_prompt(self.teacher, checkpoint)
+        self._create_prompt_optimizer(self.state.max_steps)
+        load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
+
+    def _load_best_model(self) -> None:
+        # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the
+        # official code keeps the best student and prompt together, `best_rougeL`).
+        super()._load_best_model()
+        if self.use_prompt:
+            load_prompt(self.teacher, self.state.best_model_checkpoint)

@@ -26,7 +26,7 @@ from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
-from . import checkpointing
+from .checkpointing import PromptCheckpointing
 from .data import PromptKDDataCollator, prepare_datasets, prepare_tokenizer
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
@@ -59,7 +59,7 @@ from .teacher import (
 logger = logging.get_logger(__name__)
 
 
-class PromptKDTrainer(SFTTrainer):
+class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
     """Trainer for PromptKD (Kim, Jang, Yang, Findings of EMNLP 2024): on-policy distillation through a soft prompt
     trained on the frozen teacher with student guidance.
 
@@ -428,36 +428,3 @@ class PromptKDTrainer(SFTTrainer):
         extra = {"reg_weight": torch.tensor(self._reg_weight())} if self.use_prompt else {}
         for key, value in window.reduced_stats(self.accelerator, extra).items():
             self._metrics["train"][key].append(value)
-
-    # ------------------------------------------------------------------ saving and resuming (checkpointing.py)
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
-        super().save_model(output_dir, _internal_call)
-        if self.args.should_save and self.use_prompt:
-            checkpointing.save_prompt(self.teacher, output_dir or self.args.output_dir)
-
-    # The three private Trainer methods below are overridden because the Trainer has no public hook for state saved
-    # next to its optimizer or restored with the best model; checked against transformers 5.24.
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        # Called by `_save_checkpoint` on every process that saves optimizer state.
-        super()._save_optimizer_and_scheduler(output_dir)
-        if self.args.should_save and self.prompt_optimizer is not None:
-            checkpointing.save_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, output_dir)
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # Runs on every resume path (plain, DDP and DeepSpeed), unlike `_load_from_checkpoint`.
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or not self.use_prompt:
-            return
-        checkpointing.load_prompt(self.teacher, checkpoint)
-        self._create_prompt_optimizer(self.state.max_steps)
-        checkpointing.load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
-
-    def _load_best_model(self) -> None:
-        # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the
-        # official code keeps the best student and prompt together, `best_rougeL`).
-        super()._load_best_model()
-        if self.use_prompt:
-            checkpointing.load_prompt(self.teacher, self.state.best_model_checkpoint)
