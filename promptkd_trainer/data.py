@@ -363,6 +363,35 @@ def prepare_datasets(train_dataset, eval_dataset, tokenizer: PreTrainedTokenizer
 
 
 
+BATCH_KEYS = ("prompts", "prompt_attention_mask", "input_ids", "attention_mask", "labels")
+
+
+def check_collator(collator, dataset) -> None:
+    """Refuse a data collator that cannot collate the prepared rows into the batches [`PromptKDTrainer`] reads.
+
+    Raises:
+        `ValueError`: GKD's `DataCollatorForChatML` (it reads raw `messages` and left-pads the training sequences,
+        where the prompted teacher needs right padding), a collator that fails on a prepared row, or one whose batch
+        misses one of `BATCH_KEYS`.
+    """
+    advice = (
+        "PromptKDTrainer tokenizes the datasets itself (rows of `prompt_ids` and `completion_ids`). Pass no "
+        "`data_collator` (PromptKDDataCollator is used), or one that takes such rows and returns "
+        f"{', '.join(BATCH_KEYS)} with right-padded `input_ids`."
+    )
+    if type(collator).__name__ == "DataCollatorForChatML":
+        raise ValueError(f"GKD's DataCollatorForChatML reads raw `messages` rows and left-pads them. {advice}")
+    if isinstance(collator, PromptKDDataCollator) or not isinstance(dataset, Dataset):
+        return
+    try:
+        batch = collator([dataset[0]])
+    except Exception as err:
+        raise ValueError(f"The data collator failed on a prepared row ({err!r}). {advice}") from err
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise ValueError(f"The data collator's batch has no {', '.join(missing)}. {advice}")
+
+
 def pack_sequences(
     prompts: list[list[int]] | list[torch.Tensor],
     completions: list[list[int]] | list[torch.Tensor],

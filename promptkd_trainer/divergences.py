@@ -170,9 +170,10 @@ def divergence(
             the local number of selected positions (token mean).
         chunk_size (`int`, *optional*):
             Positions processed at once; by default `DEFAULT_CHUNK_ELEMENTS // V` (one fp32 chunk of ~32 MB, e.g. 166
-            positions at V = 50257, which meets the benchmark's 0.25x-of-naive memory target). The extra memory is the gradient buffer of each input that requires grad
-            (the size of that input) plus two to four `[chunk_size, V]` fp32 working buffers; smaller values use
-            less memory, larger values fewer kernel launches. Results do not depend on it beyond float rounding.
+            positions at V = 50257, which meets the benchmark's 0.25x-of-naive memory target). The extra memory is
+            the gradient buffer of each input that requires grad (the size of that input) plus two to four
+            `[chunk_size, V]` fp32 working buffers; smaller values use less memory, larger values fewer kernel
+            launches. Results do not depend on it beyond float rounding.
 
     Returns:
         `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs). It is exactly 0 (with zero gradients) when no
@@ -253,9 +254,67 @@ skew_forward_kl = _alias(
 skew_reverse_kl = _alias(
     "skew_reverse_kl", "Skew reverse KL of DistiLLM (Ko et al., 2024), KL(P || alpha P + (1 - alpha) Q)", ", `alpha`"
 )
-generalized_jsd = _alias(
-    "jsd",
-    "Generalized JSD of GKD (Agarwal et al., 2024), beta KL(Q || M) + (1 - beta) KL(P || M) with M = (1 - beta) P + "
-    "beta Q; beta = 0 gives KL(Q || P) and beta = 1 KL(P || Q), as in TRL",
-    ", `beta`",
-)
+
+
+def generalized_jsd(
+    logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    *,
+    beta: float = 0.5,
+    mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+    num_items: NumItems = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""
+    Generalized Jensen-Shannon divergence of GKD (Agarwal et al., 2024), with the reductions of TRL's
+    `GKDTrainer.generalized_jsd_loss`.
+
+    With P = softmax(`logits` / T) the trainable distribution, Q = softmax(`target_logits` / T) the target and the
+    mixture M = (1 - beta) P + beta Q, the loss is beta KL(Q || M) + (1 - beta) KL(P || M) for 0 < beta < 1, where
+    KL(A || B) = sum_v A (log A - log B). The end points are special-cased as in TRL: beta = 0 gives the forward
+    KL(Q || P) and beta = 1 the reverse KL(P || Q). `generalized_jsd(s, t, beta=b, mask=labels != -100,
+    reduction=r, num_items=n)` equals `GKDTrainer.generalized_jsd_loss(s, t, labels, beta=b, reduction=r,
+    num_items_in_batch=n)` (TRL 1.16) up to float rounding, for `r` in `"batchmean"`, `"sum"` and `"mean"`.
+
+    Args:
+        logits (`torch.Tensor` of shape `[..., V]`): Logits of the trainable distribution P (e.g. the student).
+        target_logits (`torch.Tensor` of shape `[..., V]`): Logits of the target distribution Q (e.g. the teacher).
+        beta (`float`, *optional*, defaults to `0.5`): Interpolation coefficient in [0, 1].
+        mask (`torch.Tensor` of shape `[...]`, *optional*): Bool or 0/1 selection of positions (TRL's
+            `labels != -100`); `None` selects all.
+        temperature (`float`, *optional*, defaults to `1.0`): Divides both logits; no T^2 scaling of the loss.
+        reduction (`str`, *optional*, defaults to `"batchmean"`):
+            Used when `num_items` is `None`. `"batchmean"`: the sum over positions divided by the number of selected
+            positions with a `mask`, by the size of the first dimension without (TRL's rule); `"sum"`: the sum;
+            `"mean"`: the mean over selected positions and vocabulary entries. TRL's `"none"` (a per-entry tensor) is
+            not offered: the chunked computation never holds it.
+        num_items (`int`, `float` or 0-d `torch.Tensor`, *optional*):
+            Denominator of the sum over positions (TRL's `num_items_in_batch`); takes precedence over `reduction`.
+        chunk_size (`int`, *optional*): Positions processed at once (bounds the memory); default: see [`divergence`].
+
+    Returns:
+        `torch.Tensor`: scalar loss, fp32 (fp64 for fp64 inputs).
+    """
+    if num_items is None:
+        if reduction == "sum":
+            num_items = 1
+        elif reduction == "batchmean":
+            if mask is None:
+                num_items = max(logits.shape[0], 1) if logits.dim() >= 2 else 1
+        elif reduction == "mean":
+            selected = math.prod(logits.shape[:-1]) if mask is None else int((mask != 0).sum())
+            num_items = max(selected, 1) * logits.shape[-1]
+        else:
+            raise ValueError(f"`reduction` must be 'batchmean', 'sum' or 'mean', got {reduction!r}.")
+    return divergence(
+        logits,
+        target_logits,
+        "jsd",
+        mask=mask,
+        beta=beta,
+        temperature=temperature,
+        num_items=num_items,
+        chunk_size=chunk_size,
+    )

@@ -15,48 +15,29 @@ import torch
 import torch.nn as nn
 from datasets import Dataset, IterableDataset
 from peft import PeftConfig, PeftModel
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import EvalPrediction
 from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
 from .checkpointing import PromptCheckpointing
-from .data import PromptKDDataCollator, prepare_datasets, prepare_tokenizer
+from .checks import check_causal, check_models
+from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
-from .sampling import (
-    Window,
-    build_generation_config,
-    count_completion_tokens,
-    draw_on_policy,
-    generate,
-    logits_to_keep,
-    loss_mask,
-    max_new_tokens,
-    with_completions,
-)
-from .teacher import (
-    accepts_logits_to_keep,
-    check_vocab,
-    create_prompt_optimizer,
-    has_active_dropout,
-    load_teacher,
-    plain_teacher_logits,
-    prepare_teacher,
-    prompt_parameter,
-    prompted_teacher_logits,
-    step_prompt,
-)
+from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
+from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
+from .teacher import accepts_logits_to_keep, create_prompt_optimizer, has_active_dropout, load_teacher
+from .teacher import plain_teacher_logits, prepare_teacher, prompt_parameter, prompted_teacher_logits, step_prompt
 
 
 logger = logging.get_logger(__name__)
+
+
+def _config_view(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self.args, name), doc=f"{doc} Read-only: `args.{name}`.")
 
 
 class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
@@ -118,6 +99,19 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
     # compute_loss returns token sums divided by the window's completion-token count: already scaled for accumulation.
     loss_is_scaled_for_ga = True
 
+    # GKDTrainer's attributes, for code and callbacks written against it. The hyper-parameters are read-only views of
+    # the config (GKD copies them at construction); change them in the config.
+    lmbda = _config_view("lmbda", "Probability of an on-policy (student-sampled) micro-batch.")
+    beta = _config_view("beta", "Interpolation of the `jsd` loss types.")
+    temperature = _config_view("temperature", "Sampling temperature of the pseudo-targets.")
+    seq_kd = _config_view("seq_kd", "Whether off-policy micro-batches are sampled from the prompted teacher.")
+
+    @property
+    def teacher_model(self) -> PeftModel | PreTrainedModel:
+        """The teacher, as `GKDTrainer.teacher_model`: the frozen model with its soft prompt (a `PeftModel`), or the
+        plain frozen model when `num_virtual_tokens=0`."""
+        return self.teacher
+
     def __init__(
         self,
         model: str | PreTrainedModel | nn.Module | None = None,
@@ -146,6 +140,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         train_dataset, eval_dataset = prepare_datasets(train_dataset, eval_dataset, tokenizer, args, formatting_func)
         if data_collator is None:
             data_collator = PromptKDDataCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length)
+        check_collator(data_collator, train_dataset)
         teacher = load_teacher(teacher_model, args)
 
         super().__init__(
@@ -163,7 +158,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         )
         # Our own reduction (token sums over the window's completion tokens) replaces the Trainer's label counting.
         self.model_accepts_loss_kwargs = False
-        self._vocab_size = check_vocab(self.model, teacher, tokenizer, args.truncate_vocab)
+        self._vocab_size = check_models(self.model, teacher, tokenizer, args)
+        if isinstance(self.data_collator, PromptKDDataCollator):
+            self.data_collator.max_length = args.max_length  # as lowered to fit the models' positions
         if args.disable_dropout:
             disable_dropout_in_model(self.model)
         # num_virtual_tokens=0 turns the prompt off: plain on-policy distillation from the frozen teacher (GKD with
@@ -172,6 +169,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         self.teacher, self._teacher_engine, self._teacher_train_mode = prepare_teacher(
             teacher, tokenizer, args, self.accelerator
         )
+        check_causal(self.teacher, "teacher")
         self.generation_config, self._eos_ids = build_generation_config(self.model, tokenizer, args)
 
         self._student_dropout = has_active_dropout(self.model)
@@ -281,6 +279,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             (prompt_loss + weight * reg_loss).backward()
             window.add("loss/prompt", prompt_loss)
             window.add("loss/reg", reg_loss)
+        check_finite(window.stats["loss/prompt"] + window.stats["loss/reg"], window, self.state.global_step + 1)
         self._step_prompt(window)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -308,14 +307,21 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             loss = loss + prompt_loss + weight * reg_loss
             self._add_train_stat(model, "loss/prompt", prompt_loss)
             self._add_train_stat(model, "loss/reg", reg_loss)
+        if model.training:  # before the backward: under DeepSpeed the engine steps inside it
+            check_finite(loss, self._window, self.state.global_step + 1)
         return (loss, None) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Evaluation loss: the student term on the eval set's own completions (no sampling)."""
+        """Evaluation: the student term on the eval set's own completions (no sampling). When metrics are asked for
+        (`compute_metrics`), also the student's logits `[B, L, V]` and the labels, as `Trainer.prediction_step`
+        returns them, for `preprocess_logits_for_metrics` and `compute_metrics`."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            loss = self.compute_loss(model, inputs).detach()
+            if prediction_loss_only:
+                return loss, None, None
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        return loss, logits.logits, inputs["labels"]
 
     # ------------------------------------------------------------------ the terms
 
@@ -382,7 +388,8 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         self.teacher.train(grad and self._teacher_train_mode)
         try:
             k = logits_to_keep(batch)
-            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], k if self._teacher_keeps_logits else 0)
+            keep = k if self._teacher_keeps_logits else 0
+            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep)
             return logits[:, logits.shape[1] - k :][:, :-1]
         finally:
             self.teacher.eval()

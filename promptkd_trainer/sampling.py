@@ -67,7 +67,8 @@ def build_generation_config(
     """The sampling config of the pseudo-targets and the token ids that end a sample.
 
     The tokenizer's EOS comes first: it is the token forced at the length cap. The model's generation config may list
-    more end-of-turn tokens, any of which ends a sample.
+    more end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the model's form: an int when there is
+    one end token, a list otherwise.
 
     Returns:
         `(GenerationConfig, list[int])`: the config, and the end token ids (tokenizer's EOS first).
@@ -82,7 +83,7 @@ def build_generation_config(
         top_k=args.top_k,
         top_p=args.top_p,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos,
+        eos_token_id=eos[0] if len(eos) == 1 else eos,
         # Kept on even when training uses gradient checkpointing (GKD turns it off, a large slowdown).
         use_cache=True,
     )
@@ -184,11 +185,38 @@ def count_completion_tokens(batches: list[dict[str, torch.Tensor]], accelerator)
 
     Token sums divided by the global count give the same update for batch 4 x accumulation 1 and batch 1 x
     accumulation 4 (trl#4719). The count is divided by `num_processes` because DDP / DeepSpeed average gradients over
-    ranks. It is at least 1 per process, so a window without completion tokens gives 0 losses, not 0 / 0.
+    ranks.
+
+    Raises:
+        `ValueError`: the window has no completion token on any process (off-policy rows without a completion): its
+        losses would be 0 and AdamW would still move the student and the prompt.
     """
     local = torch.stack([(b["labels"][:, 1:] != -100).sum() for b in batches]).sum().to(accelerator.device)
     total = accelerator.gather(local.reshape(1)).sum() if accelerator.num_processes > 1 else local
-    return local, total.float().clamp(min=1) / accelerator.num_processes
+    if int(total) == 0:
+        raise ValueError(
+            "An optimizer step has no completion token to train on: its micro-batches are off-policy rows without a "
+            "completion. Drop rows with empty completions from the train dataset, or set `lmbda=1.0` (always "
+            "on-policy) or `seq_kd=True`."
+        )
+    return local, total.float() / accelerator.num_processes
+
+
+def check_finite(loss: torch.Tensor, window: Window | None, step: int) -> None:
+    """Stop at the first non-finite loss, before any optimizer steps on it (so no NaN is trained or saved).
+
+    Raises:
+        `FloatingPointError`: with the window's per-term losses, so that the term at fault can be told.
+    """
+    if bool(torch.isfinite(loss).all()):
+        return
+    stats = window.stats if window is not None else {}
+    terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(stats.items()) if k.startswith("loss/"))
+    raise FloatingPointError(
+        f"Non-finite loss at optimizer step {step} ({terms or float(loss)}); training stopped before this step was "
+        "applied, so no NaN/inf weight was trained or saved. Check the models for NaN/inf weights (e.g. fp16 "
+        "overflow: use bf16 or fp32), the learning rates, and `loss_temperature`."
+    )
 
 
 def logits_to_keep(batch: dict[str, torch.Tensor]) -> int:

@@ -7,13 +7,12 @@ embeddings, and the un-prompted forward calls the same base model without them (
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from peft.utils.integrations import gather_params_ctx
-import inspect
-
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.utils import logging
@@ -190,10 +189,10 @@ def generate_with_prompt(
     """Sample from the prompted teacher with the KV cache on; returns only the new tokens `[B, N]`.
 
     `PeftModel.generate` is wrong for prompt tuning on transformers 5.x + peft 0.21 when the cache is on: the virtual
-    tokens are re-inserted at every decoding step (the package's test `test_prompted_generation_matches_no_cache_reference`
-    shows it). Calling the base model's `generate`
-    with the prompt already prepended as input embeddings is correct and keeps the cache. Left-padded prompts are fine
-    here: `generate` derives positions from the attention mask.
+    tokens are re-inserted at every decoding step (the package's test
+    `test_prompted_generation_matches_no_cache_reference` shows it). Calling the base model's `generate` with the
+    prompt already prepended as input embeddings is correct and keeps the cache. Left-padded prompts are fine here:
+    `generate` derives positions from the attention mask.
     """
     embeds, mask = prepend_prompt(prompted, input_ids, attention_mask)
     return prompted.get_base_model().generate(inputs_embeds=embeds, attention_mask=mask, **generate_kwargs)
@@ -221,7 +220,16 @@ def load_teacher(teacher_model: str | PreTrainedModel | PeftModel | None, args) 
         dtype = kwargs.get("dtype")
         if isinstance(dtype, str) and dtype != "auto":
             kwargs["dtype"] = getattr(torch, dtype)
-        return AutoModelForCausalLM.from_pretrained(teacher_model, **kwargs)
+        try:
+            return AutoModelForCausalLM.from_pretrained(teacher_model, **kwargs)
+        except (OSError, ValueError) as err:
+            if os.path.exists(teacher_model):
+                raise
+            raise OSError(
+                f"Cannot load the teacher {teacher_model!r}: there is no such local folder, and it could not be "
+                f"loaded as a Hugging Face Hub model id either ({type(err).__name__}: {err}). Check the path "
+                "(`teacher_model` / `teacher_model_name_or_path`)."
+            ) from err
     if args.teacher_model_init_kwargs:
         raise ValueError(
             "`teacher_model_init_kwargs` only applies when the teacher is given as a string; the teacher passed is "
@@ -233,33 +241,6 @@ def load_teacher(teacher_model: str | PreTrainedModel | PeftModel | None, args) 
 def base_model(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
     """The transformers model under a PEFT wrapper (the model itself when there is none)."""
     return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def check_vocab(student, teacher, tokenizer: PreTrainedTokenizerBase, truncate: bool) -> int | None:
-    """Check that student and teacher distributions can be compared entry by entry.
-
-    Returns:
-        `int` or `None`: the shared vocabulary size to slice both logits to (`truncate=True` and sizes that differ),
-        else `None`.
-    """
-    s_vocab = base_model(student).config.get_text_config().vocab_size
-    t_vocab = base_model(teacher).config.get_text_config().vocab_size
-    shared = min(s_vocab, t_vocab)
-    if len(tokenizer) > shared:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the models' shared vocabulary has {shared} rows; "
-            "resize the embeddings (`model.resize_token_embeddings(len(tokenizer))`) of both models."
-        )
-    if s_vocab == t_vocab:
-        return None
-    if not truncate:
-        raise ValueError(
-            f"Student and teacher vocabulary sizes differ ({s_vocab} vs {t_vocab}); their distributions cannot "
-            "be compared position by position. If both use the same tokenizer and the extra rows are padding "
-            "(e.g. Qwen2.5 0.5B vs 7B), set `truncate_vocab=True` to compare them on the shared "
-            f"{shared} entries; otherwise pick a teacher/student pair with the same tokenizer."
-        )
-    return shared
 
 
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
