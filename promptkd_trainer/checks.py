@@ -81,10 +81,11 @@ def check_causal(model, role: str) -> None:
     was_training = base.training
     base.eval()
     with torch.no_grad():
-        full = base(input_ids=ids, use_cache=False).logits[0, 0].float()
-        first = base(input_ids=ids[:, :1], use_cache=False).logits[0, 0].float()
+        full = base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits[0, 0].float()
+        first = base(input_ids=ids[:, :1], attention_mask=torch.ones_like(ids[:, :1]), use_cache=False).logits[0, 0]
     base.train(was_training)
-    if not torch.allclose(full, first, rtol=1e-3, atol=1e-4):
+    # NaN weights make both NaN: that is for the non-finite loss check to report, not this one.
+    if not torch.allclose(full, first.float(), rtol=1e-3, atol=1e-4, equal_nan=True):
         raise ValueError(f"The {role} ({name}) is not causal: its prediction at a position depends on later tokens. "
                          f"{advice}")
 
