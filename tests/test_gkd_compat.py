@@ -332,24 +332,26 @@ def test_compute_loss_outside_train_in_paper_order(tiny_dir, tmp_path):
     assert torch.equal(trainer.teacher.prompt_encoder["default"].embedding.weight, prompt)
 
 
+def with_collator(tiny_dir, tmp_path, collator):
+    return PromptKDTrainer(
+        model=load(tiny_dir, "gpt2-student"), teacher_model=load(tiny_dir, "gpt2-teacher"),
+        args=gkd_like_config(tmp_path), train_dataset=make_messages_dataset(4),
+        processing_class=AutoTokenizer.from_pretrained(tiny_dir / "gpt2-student"), data_collator=collator,
+    )
+
+
 def test_explicit_chatml_collator_is_refused_clearly(tiny_dir, tmp_path):
     """Item 7: `KeyError: 'messages'` from the middle of training before."""
     from trl.experimental.utils import DataCollatorForChatML
 
     tok = AutoTokenizer.from_pretrained(tiny_dir / "gpt2-student")
     with pytest.raises(ValueError, match="DataCollatorForChatML.*Pass no `data_collator`"):
-        PromptKDTrainer(
-            model=load(tiny_dir, "gpt2-student"), teacher_model=load(tiny_dir, "gpt2-teacher"),
-            args=gkd_like_config(tmp_path), train_dataset=make_messages_dataset(4), processing_class=tok,
-            data_collator=DataCollatorForChatML(tokenizer=tok, max_length=64),
-        )
+        with_collator(tiny_dir, tmp_path, DataCollatorForChatML(tokenizer=tok, max_length=64))
 
 
 def test_a_collator_that_cannot_collate_prepared_rows_is_refused(tiny_dir, tmp_path):
-    tok = AutoTokenizer.from_pretrained(tiny_dir / "gpt2-student")
+    def ids_only(rows):
+        return {"input_ids": torch.tensor([r["prompt_ids"][:1] for r in rows])}
+
     with pytest.raises(ValueError, match="has no prompts, prompt_attention_mask"):
-        PromptKDTrainer(
-            model=load(tiny_dir, "gpt2-student"), teacher_model=load(tiny_dir, "gpt2-teacher"),
-            args=gkd_like_config(tmp_path), train_dataset=make_messages_dataset(4), processing_class=tok,
-            data_collator=lambda rows: {"input_ids": torch.tensor([r["prompt_ids"][:1] for r in rows])},
-        )
+        with_collator(tiny_dir, tmp_path, ids_only)
