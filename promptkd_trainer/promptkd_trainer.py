@@ -420,6 +420,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             )
 
     def _step_prompt(self, window: Window) -> None:
+        self._create_prompt_optimizer(max(self.state.max_steps, 1))  # no-op once `train()` has created it
         norm = step_prompt(self.teacher, self.prompt_optimizer, self.prompt_scheduler, self.accelerator, self.args)
         if norm is not None:
             window.stats["prompt_grad_norm"] = norm

@@ -332,6 +332,15 @@ def test_compute_loss_outside_train_in_paper_order(tiny_dir, tmp_path):
     assert torch.equal(trainer.teacher.prompt_encoder["default"].embedding.weight, prompt)
 
 
+def test_training_step_outside_train_in_paper_order(tiny_dir, tmp_path):
+    """A micro-batch given to `training_step` directly is a window of its own: sampled, prompt step, student loss."""
+    trainer = make(tiny_dir, tmp_path, update_order="paper", max_length=64, max_new_tokens=4)
+    prompt = trainer.teacher.prompt_encoder["default"].embedding.weight.detach().clone()
+    loss = trainer.training_step(trainer.model, collated(trainer))
+    assert loss.item() > 0
+    assert not torch.equal(trainer.teacher.prompt_encoder["default"].embedding.weight, prompt)
+
+
 def with_collator(tiny_dir, tmp_path, collator):
     return PromptKDTrainer(
         model=load(tiny_dir, "gpt2-student"), teacher_model=load(tiny_dir, "gpt2-teacher"),
