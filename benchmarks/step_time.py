@@ -469,7 +469,8 @@ def run_interleaved(kinds, opts, tok, student0, teacher0, dataset, n_student, n_
 def expected_counts(kind: str, k: int) -> dict:
     """Passes per optimizer step (window of k micro-batches) that each order needs (issue targets)."""
     if kind == "paper":
-        return {"generate": k, "student fwd (grad)": k, "student fwd (no grad)": 0, "teacher fwd (grad)": k,
+        # The prompt step comes before any student loss of the window, so its student target is a forward of its own.
+        return {"generate": k, "student fwd (grad)": k, "student fwd (no grad)": k, "teacher fwd (grad)": k,
                 "teacher fwd (grad to prompt)": k, "teacher fwd (no grad)": 2 * k, "backward calls": 2 * k,
                 "backward through teacher to prompt": k, "backward through student": k}
     if kind == "joint":

@@ -309,6 +309,88 @@ def check_completions(dataset: Dataset | IterableDataset, name: str, reason: str
         "`dataset.filter(lambda x: len(x['completion']) > 0)`."
     )
 
+def prepare_tokenizer(model, processing_class: PreTrainedTokenizerBase | None, args) -> PreTrainedTokenizerBase:
+    """The tokenizer shared by student and teacher: `processing_class`, or the student's own; EOS pads when there is
+    no pad token (as the official code does; completions are cut at their first EOS, so it is safe)."""
+    if processing_class is None:
+        from transformers import AutoTokenizer
+
+        name = model if isinstance(model, str) else model.config._name_or_path
+        processing_class = AutoTokenizer.from_pretrained(name, trust_remote_code=args.trust_remote_code)
+    if not isinstance(processing_class, PreTrainedTokenizerBase):
+        raise TypeError("`processing_class` must be a tokenizer (PreTrainedTokenizerBase).")
+    if processing_class.eos_token_id is None:
+        raise ValueError(
+            "The tokenizer has no EOS token; PromptKD needs one to end sampled completions. Set "
+            "`tokenizer.eos_token` (or `eos_token` in the config)."
+        )
+    if processing_class.pad_token_id is None:
+        logger.warning("The tokenizer has no pad token; using its EOS token for padding, as PromptKD does.")
+        processing_class.pad_token = processing_class.eos_token
+    return processing_class
+
+
+def prepare_datasets(train_dataset, eval_dataset, tokenizer: PreTrainedTokenizerBase, args, formatting_func=None):
+    """Tokenize and check the train and eval datasets of [`PromptKDTrainer`] before any model is built.
+
+    `formatting_func` applies to both (as in `SFTTrainer`). Eval sets keep their `prompt` column (TRL's
+    `LogCompletionsCallback` reads it) and every eval row needs a completion (`eval_loss` is the student term on the
+    dataset's completions); so does every train row when off-policy steps read them (`lmbda` < 1 without `seq_kd`).
+
+    Returns:
+        `(train_dataset, eval_dataset)`, prepared by [`prepare_dataset`].
+    """
+    if train_dataset is None:
+        raise ValueError("`train_dataset` is required.")
+
+    def prepare(dataset, name, keep_prompt):
+        return prepare_dataset(
+            dataset, tokenizer, args.max_length, name, num_proc=args.dataset_num_proc,
+            formatting_func=formatting_func, keep_prompt=keep_prompt,
+        )
+
+    train_dataset = prepare(train_dataset, "train", keep_prompt=False)
+    if args.lmbda < 1.0 and not args.seq_kd:
+        check_completions(train_dataset, "train", "`lmbda` < 1 asks for off-policy steps on the dataset's completions")
+    eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+    for key, dataset in eval_sets.items():
+        if dataset is not None:
+            name = "eval" if key is None else f"eval[{key}]"
+            eval_sets[key] = prepare(dataset, name, keep_prompt=True)
+            check_completions(eval_sets[key], name, "`eval_loss` is the student term on the dataset's completions")
+    return train_dataset, (eval_sets if isinstance(eval_dataset, dict) else eval_sets[None])
+
+
+
+
+BATCH_KEYS = ("prompts", "prompt_attention_mask", "input_ids", "attention_mask", "labels")
+
+
+def check_collator(collator, dataset) -> None:
+    """Refuse a data collator that cannot collate the prepared rows into the batches [`PromptKDTrainer`] reads.
+
+    Raises:
+        `ValueError`: GKD's `DataCollatorForChatML` (it reads raw `messages` and left-pads the training sequences,
+        where the prompted teacher needs right padding), a collator that fails on a prepared row, or one whose batch
+        misses one of `BATCH_KEYS`.
+    """
+    advice = (
+        "PromptKDTrainer tokenizes the datasets itself (rows of `prompt_ids` and `completion_ids`). Pass no "
+        "`data_collator` (PromptKDDataCollator is used), or one that takes such rows and returns "
+        f"{', '.join(BATCH_KEYS)} with right-padded `input_ids`."
+    )
+    if type(collator).__name__ == "DataCollatorForChatML":
+        raise ValueError(f"GKD's DataCollatorForChatML reads raw `messages` rows and left-pads them. {advice}")
+    if isinstance(collator, PromptKDDataCollator) or not isinstance(dataset, Dataset):
+        return
+    try:
+        batch = collator([dataset[0]])
+    except Exception as err:
+        raise ValueError(f"The data collator failed on a prepared row ({err!r}). {advice}") from err
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise ValueError(f"The data collator's batch has no {', '.join(missing)}. {advice}")
+
 
 def pack_sequences(
     prompts: list[list[int]] | list[torch.Tensor],

@@ -16,9 +16,19 @@ prepended by [`~promptkd_trainer.teacher.prepend_prompt`], so the backward from 
 frozen, sharded teacher and re-gathers its weights layer by layer, exactly like the student's own ZeRO-3 backward.
 
 The trainer never calls the teacher engine's `forward`: an optimizer-less engine arms an output hook that refuses
-`loss.backward()` ("Direct calls to tensor.backward() are not supported in this configuration", which is why routing
-the prompt's gradient through TRL's `prepare_deepspeed` teacher fails, shared/research/stack.md §5.3). Calling the
-wrapped module directly keeps the per-module gather/release hooks, which are all the sharding needs.
+`loss.backward()` ("Direct calls to tensor.backward() are not supported in this configuration"; deepspeed 0.19.8).
+Calling the wrapped module directly keeps the per-module gather/release hooks, which are all the sharding needs.
+
+[`teacher_zero3_config`] and [`shard_teacher_zero3`] are adapted from TRL's `trl.models.utils.prepare_deepspeed`
+(trl 1.16, itself adapted from accelerate), which GKD uses for its teacher. They differ in three ways, which is why
+TRL's function is not called: (1) TRL writes the bucket sizes as dotted top-level keys
+(`"zero_optimization.reduce_bucket_size"`), which only accelerate's config processing expands; passed straight to
+`deepspeed.initialize`, the `"auto"` values of the shipped `zero3.json` become DeepSpeed's defaults (deepspeed 0.19.8:
+`stage3_param_persistence_threshold` 1e5, so every tensor under 100k values stays gathered on every rank, i.e. a
+small teacher is not partitioned at all), while here they are filled from the teacher's hidden size in the nested
+`zero_optimization` block, as transformers does for the student; (2) only the teacher's base model goes into the
+engine, so the PEFT prompt stays outside it, trainable by its own optimizer; (3) TRL's function also builds a stage-0
+engine for ZeRO-1/2, where a plain full teacher on the device is all PromptKD needs.
 """
 
 from __future__ import annotations
@@ -77,7 +87,7 @@ def init_deepspeed_comm(args: TrainingArguments) -> None:
     """Make `deepspeed.comm` use the already initialised process group, so that ZeRO-3 `from_pretrained` calls work.
 
     Under a ZeRO-3 config, transformers loads every `from_pretrained` model inside `deepspeed.zero.Init`, which reads
-    the world size from `deepspeed.comm`. With `use_cpu=True` (the only working CPU recipe, stack.md §6) accelerate
+    the world size from `deepspeed.comm`. With `use_cpu=True` (the only working CPU recipe, docs/scaling.md) accelerate
     initialises `torch.distributed` itself but not `deepspeed.comm`, so zero.Init believed the world had one rank and
     failed with `train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size 4 != 2 * 1 * 1`
     (docs/scaling.md, former problem 1). `deepspeed.init_distributed` wraps the existing group and is a no-op when
@@ -97,12 +107,6 @@ def init_deepspeed_comm(args: TrainingArguments) -> None:
 
     if not deepspeed.comm.is_initialized():
         deepspeed.init_distributed(dist_backend=torch.distributed.get_backend())
-
-
-def is_zero3(accelerator: Accelerator) -> bool:
-    """Whether the student is trained with DeepSpeed ZeRO stage 3."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and int(plugin.zero_stage or 0) == 3
 
 
 def teacher_zero3_config(accelerator: Accelerator, hidden_size: int | None) -> dict[str, Any]:
@@ -194,7 +198,6 @@ __all__ = [
     "FSDP_UNSUPPORTED_MESSAGE",
     "check_fsdp_unsupported",
     "init_deepspeed_comm",
-    "is_zero3",
     "shard_teacher_zero3",
     "teacher_numel",
     "teacher_zero3_config",

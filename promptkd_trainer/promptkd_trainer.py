@@ -1,80 +1,61 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""[`PromptKDTrainer`]: PromptKD as a drop-in TRL trainer (GKD-compatible constructor and arguments)."""
+"""[`PromptKDTrainer`]: PromptKD as a drop-in TRL trainer (GKD-compatible constructor and arguments).
+
+The method is the three phases of [`PromptKDTrainer.training_step`]; construction is a list of named steps, each
+defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`.
+"""
 
 from __future__ import annotations
 
 import copy
-import inspect
-import os
-import random
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn as nn
-from accelerate.utils import broadcast_object_list
 from datasets import Dataset, IterableDataset
-from peft import PeftConfig, PeftModel, set_peft_model_state_dict
-from safetensors.torch import load_file
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TrainerCallback,
-    TrainingArguments,
-    get_scheduler,
-)
+from peft import PeftConfig, PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import EvalPrediction
 from transformers.utils import logging
 from trl import SFTTrainer
-from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import disable_dropout_in_model
 
-from .data import PromptKDDataCollator, pack_sequences, prepare_dataset
-from .distributed import check_fsdp_unsupported, init_deepspeed_comm, is_zero3, shard_teacher_zero3, teacher_numel
+from .checkpointing import PromptCheckpointing
+from .checks import check_causal, check_models
+from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer
+from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
-from .teacher import (
-    build_prompted_teacher,
-    generate_with_prompt,
-    plain_teacher_logits,
-    prompt_parameter,
-    prompted_teacher_logits,
-)
+from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
+from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
+from .teacher import accepts_logits_to_keep, create_prompt_optimizer, has_active_dropout, load_teacher
+from .teacher import plain_teacher_logits, prepare_teacher, prompt_parameter, prompted_teacher_logits, step_prompt
 
 
 logger = logging.get_logger(__name__)
 
-PROMPT_ADAPTER_DIR = "teacher_prompt"
-PROMPT_OPTIMIZER_NAME = "prompt_optimizer.pt"
-PROMPT_SCHEDULER_NAME = "prompt_scheduler.pt"
+
+def _config_view(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self.args, name), doc=f"{doc} Read-only: `args.{name}`.")
 
 
-def _accepts_logits_to_keep(model: nn.Module) -> bool:
-    """Whether the causal LM's forward takes `logits_to_keep` (PEFT wrappers forward it to their base model)."""
-    if isinstance(model, PeftModel):
-        model = model.get_base_model()
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _has_active_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
-
-
-class PromptKDTrainer(SFTTrainer):
+class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
     """Trainer for PromptKD (Kim, Jang, Yang, Findings of EMNLP 2024): on-policy distillation through a soft prompt
     trained on the frozen teacher with student guidance.
 
-    The constructor mirrors TRL's `GKDTrainer`. Each optimizer step (see [`PromptKDConfig`] for the terms):
+    The constructor mirrors TRL's `GKDTrainer`. Each optimizer step has three phases, one method each (official code,
+    gmkim-ai/PromptKD @ 383182f4, `train_promptkd.py` L312-392):
 
-    1. the student samples completions for every micro-batch of the gradient-accumulation window (KV cache on);
-    2. with `update_order="paper"`, the prompt's loss over the whole window is back-propagated and the prompt steps
-       (its own AdamW and scheduler), then each micro-batch's student loss uses the updated prompt; with
-       `update_order="joint"`, each micro-batch back-propagates the sum of both terms once;
-    3. the student steps through the regular `Trainer` optimizer.
+    1. [`~PromptKDTrainer.sample_window`]: the student samples completions (pseudo-targets) for every micro-batch of
+       the gradient-accumulation window;
+    2. [`~PromptKDTrainer.prompt_step`]: the prompt is trained on KL(P_T^prompt || P_S) + w(t) KL(P_T^prompt || P_T)
+       over the window and takes a step (its own AdamW and scheduler);
+    3. [`~PromptKDTrainer.compute_loss`]: each micro-batch's student loss KL(P_S || P_T^prompt) with the updated
+       prompt; the Trainer back-propagates it and steps the student.
+
+    With `update_order="joint"` there is no phase 2: each micro-batch back-propagates the sum of all terms once and
+    the prompt steps at the end of the window.
 
     Only the student and the prompt (`num_virtual_tokens x hidden` values) train; the teacher's weights never change.
 
@@ -118,6 +99,19 @@ class PromptKDTrainer(SFTTrainer):
     # compute_loss returns token sums divided by the window's completion-token count: already scaled for accumulation.
     loss_is_scaled_for_ga = True
 
+    # GKDTrainer's attributes, for code and callbacks written against it. The hyper-parameters are read-only views of
+    # the config (GKD copies them at construction); change them in the config.
+    lmbda = _config_view("lmbda", "Probability of an on-policy (student-sampled) micro-batch.")
+    beta = _config_view("beta", "Interpolation of the `jsd` loss types.")
+    temperature = _config_view("temperature", "Sampling temperature of the pseudo-targets.")
+    seq_kd = _config_view("seq_kd", "Whether off-policy micro-batches are sampled from the prompted teacher.")
+
+    @property
+    def teacher_model(self) -> PeftModel | PreTrainedModel:
+        """The teacher, as `GKDTrainer.teacher_model`: the frozen model with its soft prompt (a `PeftModel`), or the
+        plain frozen model when `num_virtual_tokens=0`."""
+        return self.teacher
+
     def __init__(
         self,
         model: str | PreTrainedModel | nn.Module | None = None,
@@ -137,53 +131,17 @@ class PromptKDTrainer(SFTTrainer):
         if model is None:
             raise ValueError("`model` (the student) is required: pass a model or its id / path.")
         args = self._resolve_args(model, args)
-        # Scale-out checks before any model is loaded (promptkd_trainer/distributed.py): FSDP is refused (trl#2580),
-        # and under ZeRO-3 `from_pretrained` needs deepspeed.comm up to partition models given as strings.
+        # Before any model is loaded: FSDP is refused (trl#2580), and under ZeRO-3 `from_pretrained` needs
+        # deepspeed.comm up to partition models given as strings.
         check_fsdp_unsupported(args)
         init_deepspeed_comm(args)
-
-        # Tokenizer first: the datasets are checked before any model is built, so bad data fails fast.
-        if processing_class is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            processing_class = AutoTokenizer.from_pretrained(name, trust_remote_code=args.trust_remote_code)
-        if not isinstance(processing_class, PreTrainedTokenizerBase):
-            raise TypeError("`processing_class` must be a tokenizer (PreTrainedTokenizerBase).")
-        tokenizer = processing_class
-        if tokenizer.eos_token_id is None:
-            raise ValueError(
-                "The tokenizer has no EOS token; PromptKD needs one to end sampled completions. Set "
-                "`tokenizer.eos_token` (or `eos_token` in the config)."
-            )
-        if tokenizer.pad_token_id is None:
-            # The official code pads with EOS (paper.md §1.7); completions are cut at the first EOS, so it is safe.
-            logger.warning("The tokenizer has no pad token; using its EOS token for padding, as PromptKD does.")
-            tokenizer.pad_token = tokenizer.eos_token
-
-        if train_dataset is None:
-            raise ValueError("`train_dataset` is required.")
-        if formatting_func is not None:
-            train_dataset = train_dataset.map(formatting_func)
-        train_dataset = prepare_dataset(
-            train_dataset, tokenizer, args.max_length, "train", num_proc=args.dataset_num_proc
-        )
-        if args.lmbda < 1.0 and not args.seq_kd and isinstance(train_dataset, Dataset):
-            if all(len(c) == 0 for c in train_dataset["completion_ids"][:64]):
-                raise ValueError(
-                    "The train dataset is prompt-only, but `lmbda` < 1 asks for off-policy steps on its completions. "
-                    "Set `lmbda=1.0` (always on-policy) or `seq_kd=True`, or add a `completion` column."
-                )
-        if eval_dataset is not None:
-            if isinstance(eval_dataset, dict):
-                eval_dataset = {
-                    k: prepare_dataset(v, tokenizer, args.max_length, f"eval[{k}]") for k, v in eval_dataset.items()
-                }
-            else:
-                eval_dataset = prepare_dataset(eval_dataset, tokenizer, args.max_length, "eval")
-
+        # Data before models, so that a bad dataset fails before anything heavy is built.
+        tokenizer = prepare_tokenizer(model, processing_class, args)
+        train_dataset, eval_dataset = prepare_datasets(train_dataset, eval_dataset, tokenizer, args, formatting_func)
         if data_collator is None:
             data_collator = PromptKDDataCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length)
-
-        teacher = self._load_teacher(teacher_model, args)
+        check_collator(data_collator, train_dataset)
+        teacher = load_teacher(teacher_model, args)
 
         super().__init__(
             model=model,
@@ -200,77 +158,27 @@ class PromptKDTrainer(SFTTrainer):
         )
         # Our own reduction (token sums over the window's completion tokens) replaces the Trainer's label counting.
         self.model_accepts_loss_kwargs = False
-
-        self._vocab_size = self._check_vocab(self.model, teacher, tokenizer, args.truncate_vocab)
+        self._vocab_size = check_models(self.model, teacher, tokenizer, args)
+        if isinstance(self.data_collator, PromptKDDataCollator):
+            self.data_collator.max_length = args.max_length  # as lowered to fit the models' positions
         if args.disable_dropout:
             disable_dropout_in_model(self.model)
-            disable_dropout_in_model(teacher)
-
         # num_virtual_tokens=0 turns the prompt off: plain on-policy distillation from the frozen teacher (GKD with
         # lmbda=1, beta=1 / MiniLLM's token-level objective), the ablation baseline of PromptKD.
         self.use_prompt = args.num_virtual_tokens > 0
-        if self.use_prompt:
-            self.teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
-        else:
-            if isinstance(teacher, PeftModel):
-                raise ValueError("`num_virtual_tokens=0` turns the prompt off; pass the teacher without its adapter.")
-            self.teacher = teacher.requires_grad_(False)
-        # DDP / ZeRO-1/2: a full teacher on every rank. ZeRO-3: the teacher's weights are partitioned across ranks by
-        # an optimizer-less ZeRO-3 engine, and the backward to the prompt re-gathers them (distributed.py).
-        self._teacher_engine = None
-        if is_zero3(self.accelerator):
-            self._teacher_engine = shard_teacher_zero3(self.teacher, self.accelerator)
-            logger.info(f"Teacher partitioned by ZeRO-3: {teacher_numel(self._teacher_base)}")
-        else:
-            self.teacher.to(self.accelerator.device)
-        self.teacher.eval()
-        teacher_gc = args.gradient_checkpointing if args.teacher_gradient_checkpointing is None else (
-            args.teacher_gradient_checkpointing
+        self.teacher, self._teacher_engine, self._teacher_train_mode = prepare_teacher(
+            teacher, tokenizer, args, self.accelerator
         )
-        teacher_gc = teacher_gc and self.use_prompt  # without a prompt nothing back-propagates through the teacher
-        if teacher_gc:
-            # The backward to the prompt runs through the whole frozen teacher; without checkpointing it keeps all
-            # of the teacher's activations (the official OPT/Llama runs checkpoint both models). The prompt makes
-            # the input embeddings require grad, which reentrant checkpointing needs (paper.md §5.11).
-            self._teacher_base.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs or {"use_reentrant": False}
-            )
-        # transformers checkpoints only in train mode, and the official code runs the prompted teacher in train mode
-        # in the prompt step; with dropout disabled, train mode changes nothing else.
-        self._teacher_train_mode = teacher_gc or _has_active_dropout(self.teacher)
-        self._student_dropout = _has_active_dropout(self.model)
-        self._student_keeps_logits = _accepts_logits_to_keep(self.model)
-        self._teacher_keeps_logits = _accepts_logits_to_keep(self._teacher_base)
+        check_causal(self.teacher, "teacher")
+        self.generation_config, self._eos_ids = build_generation_config(self.model, tokenizer, args)
+
+        self._student_dropout = has_active_dropout(self.model)
+        self._student_keeps_logits = accepts_logits_to_keep(self.model)
+        self._teacher_keeps_logits = accepts_logits_to_keep(self.teacher)
         self.prompt_optimizer: torch.optim.Optimizer | None = None
         self.prompt_scheduler = None
-
-        # The tokenizer's EOS first: it is the token forced at the length cap; the generation config may list more
-        # end-of-turn tokens, any of which ends a sample.
-        extra = self.model.generation_config.eos_token_id
-        extra = [extra] if isinstance(extra, int) else list(extra or [])
-        eos = [tokenizer.eos_token_id] + [e for e in extra if e != tokenizer.eos_token_id]
-        self._eos_ids = eos
-        self.generation_config = GenerationConfig(
-            max_new_tokens=args.max_new_tokens,
-            do_sample=True,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos,
-            # Kept on even when training uses gradient checkpointing (GKD turns it off, a large slowdown).
-            use_cache=True,
-        )
-
-        # Per-term metrics, averaged and emitted by SFTTrainer.log.
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._window: list[dict[str, torch.Tensor]] = []
-        self._window_index = 0
-        self._window_stats: dict[str, torch.Tensor] = {}
-        self._window_ready = False
-        self._num_items: torch.Tensor | None = None
-
-    # ------------------------------------------------------------------ construction helpers
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}  # averaged and logged by SFTTrainer
+        self._window: Window | None = None
 
     @staticmethod
     def _resolve_args(model, args) -> PromptKDConfig:
@@ -290,204 +198,136 @@ class PromptKDTrainer(SFTTrainer):
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         return args
 
-    @staticmethod
-    def _load_teacher(teacher_model, args: PromptKDConfig):
-        if teacher_model is None:
-            teacher_model = args.teacher_model_name_or_path
-        if teacher_model is None:
-            raise ValueError("A teacher is required: pass `teacher_model` or set `teacher_model_name_or_path`.")
-        if isinstance(teacher_model, str):
-            kwargs = dict(args.teacher_model_init_kwargs or {})
-            kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            dtype = kwargs.get("dtype")
-            if isinstance(dtype, str) and dtype != "auto":
-                kwargs["dtype"] = getattr(torch, dtype)
-            return AutoModelForCausalLM.from_pretrained(teacher_model, **kwargs)
-        if args.teacher_model_init_kwargs:
-            raise ValueError(
-                "`teacher_model_init_kwargs` only applies when the teacher is given as a string; the teacher passed is "
-                "already instantiated. Remove `teacher_model_init_kwargs`."
-            )
-        return teacher_model
-
-    @staticmethod
-    def _check_vocab(student, teacher, tokenizer, truncate: bool) -> int | None:
-        s_vocab = student.config.get_text_config().vocab_size
-        t_model = teacher.get_base_model() if isinstance(teacher, PeftModel) else teacher
-        t_vocab = t_model.config.get_text_config().vocab_size
-        shared = min(s_vocab, t_vocab)
-        if len(tokenizer) > shared:
-            raise ValueError(
-                f"The tokenizer has {len(tokenizer)} tokens but the models' shared vocabulary has {shared} rows; "
-                "resize the embeddings (`model.resize_token_embeddings(len(tokenizer))`) of both models."
-            )
-        if s_vocab == t_vocab:
-            return None
-        if not truncate:
-            raise ValueError(
-                f"Student and teacher vocabulary sizes differ ({s_vocab} vs {t_vocab}); their distributions cannot "
-                "be compared position by position. If both use the same tokenizer and the extra rows are padding "
-                "(e.g. Qwen2.5 0.5B vs 7B), set `truncate_vocab=True` to compare them on the shared "
-                f"{shared} entries; otherwise pick a teacher/student pair with the same tokenizer."
-            )
-        return shared
-
-    @property
-    def _teacher_base(self) -> PreTrainedModel:
-        """The teacher's transformers model (under the prompt adapter when there is one)."""
-        return self.teacher.get_base_model() if isinstance(self.teacher, PeftModel) else self.teacher
-
-    # ------------------------------------------------------------------ prompt optimizer
-
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        scheduler = super().create_scheduler(num_training_steps, optimizer)
-        if self.use_prompt:
-            self._create_prompt_optimizer(num_training_steps)
-        return scheduler
-
-    def _create_prompt_optimizer(self, num_training_steps: int) -> None:
-        if self.prompt_optimizer is not None:
-            return
-        args = self.args
-        lr = args.learning_rate if args.teacher_learning_rate is None else args.teacher_learning_rate
-        # Its own AdamW, as the official code gives the teacher engine its own optimizer (wd 0.01, prompt decayed).
-        self.prompt_optimizer = torch.optim.AdamW(
-            [prompt_parameter(self.teacher)],
-            lr=lr,
-            betas=(args.adam_beta1, args.adam_beta2),
-            eps=args.adam_epsilon,
-            weight_decay=args.teacher_weight_decay,
-        )
-        # Same schedule as the student's (official code: both engines share the warm-up / constant schedule).
-        self.prompt_scheduler = get_scheduler(
-            args.lr_scheduler_type,
-            optimizer=self.prompt_optimizer,
-            num_warmup_steps=args.get_warmup_steps(num_training_steps),
-            num_training_steps=num_training_steps,
-            scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
-        )
-
-    def _step_prompt(self) -> None:
-        """All-reduce, clip and apply the prompt's accumulated gradient, then advance its scheduler."""
-        param = prompt_parameter(self.teacher)
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-        if self.accelerator.num_processes > 1:
-            # The prompt lives outside the DDP/DeepSpeed engine; each rank's loss is its token sum over the global
-            # count divided by num_processes, so the mean over ranks is the global gradient (as DDP would compute).
-            torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
-            param.grad.div_(self.accelerator.num_processes)
-        if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_([param], self.args.max_grad_norm)
-            self._window_stats["prompt_grad_norm"] = norm.detach().float()
-        self.prompt_optimizer.step()
-        self.prompt_scheduler.step()
-        self.prompt_optimizer.zero_grad(set_to_none=True)
-
-    # ------------------------------------------------------------------ sampling
-
-    def _draw_on_policy(self, micro_step: int) -> bool:
-        if self.args.lmbda >= 1.0:
-            return True
-        # A pure function of (seed, step, micro-step): identical on every rank and after a resume. It is still
-        # broadcast from rank 0 so ranks can never diverge (a per-rank draw can deadlock ZeRO-3 gathers).
-        key = (self.args.seed * 1_000_003 + self.state.global_step) * 1_009 + micro_step
-        draw = [random.Random(key).random() < self.args.lmbda]
-        if self.accelerator.num_processes > 1:
-            broadcast_object_list(draw, from_process=0)
-        return bool(draw[0])
-
-    def _max_new_tokens(self, prompt_width: int) -> int:
-        if self.args.max_length is None:
-            return self.args.max_new_tokens
-        return max(1, min(self.args.max_new_tokens, self.args.max_length - prompt_width))
-
-    def _generate_completions(self, model: nn.Module, batch: dict[str, torch.Tensor], source: str) -> torch.Tensor:
-        """Sample new tokens `[B, N]` for the batch's left-padded prompts from the student or the prompted teacher."""
-        prompts, prompt_mask = batch["prompts"], batch["prompt_attention_mask"]
-        gen_config = copy.copy(self.generation_config)
-        gen_config.max_new_tokens = self._max_new_tokens(prompts.shape[1])
-        if source == "teacher":
-            if self.use_prompt:
-                return generate_with_prompt(self.teacher, prompts, prompt_mask, generation_config=gen_config)
-            out = self.teacher.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=gen_config)
-            return out[:, prompts.shape[1] :]
-        with unwrap_model_for_generation(
-            model, self.accelerator, gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs
-        ) as unwrapped:
-            was_training = unwrapped.training
-            unwrapped.eval()  # official code samples with S.eval()
-            with torch.no_grad():
-                out = unwrapped.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=gen_config)
-            unwrapped.train(was_training)
-        return out[:, prompts.shape[1] :]
-
-    def _completion_lengths(self, completions: torch.Tensor) -> torch.Tensor:
-        """Number of tokens kept per sample: up to and including the first EOS, or all of them."""
-        is_eos = torch.isin(completions, torch.tensor(self._eos_ids, device=completions.device))
-        has_eos = is_eos.any(dim=1)
-        first = is_eos.int().argmax(dim=1)
-        return torch.where(has_eos, first + 1, torch.full_like(first, completions.shape[1]))
-
-    def _build_on_policy_batch(self, batch: dict[str, torch.Tensor], completions: torch.Tensor) -> dict:
-        lengths = self._completion_lengths(completions)
-        hit_cap = lengths == completions.shape[1]
-        completions = completions.clone()
-        if self.args.force_eos:
-            # Official code: a sample that reaches the length cap gets its last token replaced by EOS.
-            ends_with_eos = torch.isin(completions[:, -1], torch.tensor(self._eos_ids, device=completions.device))
-            completions[hit_cap & ~ends_with_eos, -1] = self._eos_ids[0]
-        prompts = [
-            row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])
-        ]
-        comps = [row[: int(n)] for row, n in zip(completions, lengths)]
-        packed = pack_sequences(prompts, comps, self.processing_class.pad_token_id, self.args.max_length)
-        out = dict(batch)
-        out.update({k: v.to(batch["prompts"].device) for k, v in packed.items()})
-        return out
+    # ------------------------------------------------------------------ one optimizer step
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Fetch the accumulation window; its completions are sampled when its first micro-batch is trained.
+        """Fetch the next gradient-accumulation window; its completions are sampled by `training_step`.
 
-        Sampling is deferred to `training_step` because, on resume, the Trainer restores the RNG state only after
-        fetching the first window: sampling here would make a resumed run diverge from an uninterrupted one.
+        Sampling is deferred because, on resume, the Trainer restores the RNG state only after fetching the first
+        window: sampling here would make a resumed run diverge from an uninterrupted one.
         """
-        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        self._window, self._window_index, self._window_ready = batch_samples, 0, False
-        return batch_samples, None
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._window = Window(batches)
+        return batches, None
 
-    def _prepare_window(self) -> None:
-        """Sample completions for every micro-batch of the window and count its completion tokens globally."""
-        device = self.args.device
-        window, on_policy = [], 0
-        for batch in self._window:
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One micro-step: `inputs` is a raw micro-batch of the window fetched by `get_batch_samples`.
+
+        The window's first micro-step samples it (phase 1) and, in paper order, trains the prompt on it (phase 2).
+        Every micro-step then back-propagates the student loss of its sampled micro-batch (phase 3, `compute_loss`),
+        normalised by the window's completion tokens (`num_items_in_batch` of the Trainer is not used: it is counted
+        before sampling). Called outside `train()`, `inputs` is a window of its own.
+        """
+        window = self._window
+        index = window.position(inputs) if window is not None else None
+        if index is None:
+            window, index = Window([inputs]), 0
+            self._window = window
+        if window.batches is None:
+            self.sample_window(model, window)
+            if self.use_prompt and self.args.update_order == "paper":
+                with self.compute_loss_context_manager():
+                    self.prompt_step(model, window)
+        loss = super().training_step(model, window.batches[index], window.num_items)
+        if index == len(window.raw) - 1:
+            if self.use_prompt and self.args.update_order == "joint":
+                self._step_prompt(window)
+            self._log_window(window)
+        return loss
+
+    def sample_window(self, model: nn.Module, window: Window) -> None:
+        """Phase 1, pseudo-targets: completions y ~ S(x) for every micro-batch of the window.
+
+        Official code, block "1. Sampling from Student": the student samples in eval mode without gradients, each
+        sample is cut after its first EOS, and a sample that reaches the length cap ends with a forced EOS. A
+        micro-batch is on-policy with probability `lmbda` (1 in the official code); off-policy ones use the dataset's
+        completion or, with `seq_kd`, a sample of the prompted teacher.
+        """
+        batches, on_policy = [], 0
+        for i, batch in enumerate(window.raw):
             batch = self._prepare_inputs(batch)
-            if self._draw_on_policy(len(window)):
-                batch = self._build_on_policy_batch(batch, self._generate_completions(self.model_wrapped, batch, "student"))
-                on_policy += 1
+            source = None
+            if self._draw_on_policy(i):
+                source, on_policy = "student", on_policy + 1
             elif self.args.seq_kd:
-                batch = self._build_on_policy_batch(batch, self._generate_completions(None, batch, "teacher"))
-            window.append(batch)
+                source = "teacher"
+            if source is not None:
+                completions = self._generate_completions(model if source == "student" else None, batch, source)
+                batch = with_completions(
+                    batch, completions, self._eos_ids, self.processing_class.pad_token_id, self.args.max_length,
+                    self.args.force_eos,
+                )
+            batches.append(batch)
+        local, window.num_items = count_completion_tokens(batches, self.accelerator)
+        window.batches = batches
+        n_seq = sum(b["labels"].shape[0] for b in batches)
+        window.stats["completion_length"] = local.float() / max(n_seq, 1)
+        window.stats["on_policy_fraction"] = torch.tensor(on_policy / len(batches), device=local.device)
 
-        # Normalise every term by the completion tokens of the whole window on all processes: token sums divided by
-        # that count give the same update for batch 4 x accumulation 1 and batch 1 x accumulation 4 (trl#4719). The
-        # count is divided by num_processes because DDP / DeepSpeed average gradients over ranks.
-        local = torch.stack([(b["labels"][:, 1:] != -100).sum() for b in window]).sum().to(device)
-        total = self.accelerator.gather(local.reshape(1)).sum() if self.accelerator.num_processes > 1 else local
-        self._num_items = total.float().clamp(min=1) / self.accelerator.num_processes
+    def prompt_step(self, model: nn.Module, window: Window) -> None:
+        """Phase 2, student-guided prompt tuning: L_prompt + w(t) L_reg over the window, then a prompt step.
 
-        self._window, self._window_ready = window, True
-        n_seq = sum(b["labels"].shape[0] for b in window)
-        self._window_stats = {
-            "completion_length": local.float() / max(n_seq, 1),
-            "on_policy_fraction": torch.tensor(on_policy / max(len(window), 1), device=device),
-        }
+        L_prompt = KL(P_T^prompt || P_S) with the student's distribution as a fixed target (eval mode, no gradient),
+        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, w(t) = reg_coef (1 - t/T). Official
+        code, block "2. Training Teacher" (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each
+        micro-batch's backward frees its graph before the next; the student's graph is never kept alive here.
+        """
+        for batch in window.batches:
+            target = self._student_target(model, batch)
+            prompted = self._teacher_logits(batch, grad=True)
+            prompt_loss, reg_loss, weight = self._prompt_losses(prompted, target, batch, window.num_items)
+            (prompt_loss + weight * reg_loss).backward()
+            window.add("loss/prompt", prompt_loss)
+            window.add("loss/reg", reg_loss)
+        check_finite(window.stats["loss/prompt"] + window.stats["loss/reg"], window, self.state.global_step + 1)
+        self._step_prompt(window)
 
-    # ------------------------------------------------------------------ losses
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Phase 3, the student loss L_student = KL(P_S || P_T^prompt) on the micro-batch's completion tokens.
+
+        The prompted teacher is the target (no gradient, eval mode; official code, block "3. Training Student"). Its
+        token sum is divided by `num_items_in_batch` (the window's completion tokens in training), or by the batch's
+        completion tokens when `None`. In training with `update_order="joint"`, the prompt's terms L_prompt +
+        w(t) L_reg are added, so that one backward reaches both the student and the prompt. Changes no parameter.
+        """
+        mask = loss_mask(inputs)
+        student_logits = self._student_logits(model, inputs)
+        joint = model.training and self.use_prompt and self.args.update_order == "joint"
+        if joint:
+            prompted = self._teacher_logits(inputs, grad=True)
+            target = prompted.detach()
+        else:
+            with torch.no_grad():
+                target = self._teacher_logits(inputs)
+        loss = self._div(student_logits, target, self.args.student_loss_type, mask, num_items_in_batch)
+        self._add_train_stat(model, "loss/student", loss)
+        if joint:
+            student_target = self._student_target(model, inputs, student_logits)
+            prompt_loss, reg_loss, weight = self._prompt_losses(prompted, student_target, inputs, num_items_in_batch)
+            loss = loss + prompt_loss + weight * reg_loss
+            self._add_train_stat(model, "loss/prompt", prompt_loss)
+            self._add_train_stat(model, "loss/reg", reg_loss)
+        if model.training:  # before the backward: under DeepSpeed the engine steps inside it
+            check_finite(loss, self._window, self.state.global_step + 1)
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation: the student term on the eval set's own completions (no sampling). When metrics are asked for
+        (`compute_metrics`), also the student's logits `[B, L, V]` and the labels, as `Trainer.prediction_step`
+        returns them, for `preprocess_logits_for_metrics` and `compute_metrics`."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs).detach()
+            if prediction_loss_only:
+                return loss, None, None
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        return loss, logits.logits, inputs["labels"]
+
+    # ------------------------------------------------------------------ the terms
 
     def _reg_weight(self) -> float:
-        """w(t) = reg_coef * (1 - t / T) with t the optimizer step being computed (1-based, as the official code's
-        global_step when the loss is formed: the weight goes from reg_coef * (1 - 1/T) to 0, paper.md §1.3)."""
+        """w(t) = reg_coef * (1 - t / T), t the optimizer step being computed, counted from 1 as the official code's
+        `global_step` (`base_ratio = global_step / total_iters`): it goes from reg_coef * (1 - 1/T) to 0."""
         if self.args.reg_coef == 0:
             return 0.0
         total = max(self.state.max_steps, 1)
@@ -508,51 +348,9 @@ class PromptKDTrainer(SFTTrainer):
             chunk_size=self.args.divergence_chunk_size,
         )
 
-    @staticmethod
-    def _logits_to_keep(batch) -> int:
-        """Positions whose logits the losses read: from the one before the earliest label to the end.
-
-        Prompt positions are never compared, so the output layer (the largest matmul for big vocabularies) runs only
-        on the last k positions via transformers' `logits_to_keep` (16-20 % of a step, benchmarks/step_time.py).
-        """
-        if "logits_to_keep" not in batch:
-            has_label = batch["labels"] != -100
-            length = has_label.shape[1]
-            rows = has_label.any(dim=1)
-            first = int(has_label.float().argmax(dim=1)[rows].min()) if bool(rows.any()) else 1
-            batch["logits_to_keep"] = length - max(first, 1) + 1
-        return batch["logits_to_keep"]
-
-    def _loss_mask(self, batch) -> torch.Tensor:
-        """Completion positions among the kept logits (the last k - 1, after the causal shift)."""
-        k = self._logits_to_keep(batch)
-        return batch["labels"][:, batch["labels"].shape[1] - k + 1 :] != -100
-
-    def _student_logits(self, model, batch) -> torch.Tensor:
-        k = self._logits_to_keep(batch) if self._student_keeps_logits else 0
-        kwargs = {"logits_to_keep": k} if k else {}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
-        logits = logits.logits[:, :-1]
-        return logits if k else logits[:, logits.shape[1] - self._logits_to_keep(batch) + 1 :]
-
-    def _teacher_logits(self, batch, prompted: bool = True, grad: bool = False) -> torch.Tensor:
-        """Teacher logits aligned with the student's; `grad=True` is the forward that back-propagates to the prompt.
-
-        Only that forward runs in train mode (official code: prompted teacher in train mode in the prompt step, eval
-        mode for its targets), which is also what lets transformers checkpoint it.
-        """
-        fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
-        self.teacher.train(grad and self._teacher_train_mode)
-        try:
-            k = self._logits_to_keep(batch)
-            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], k if self._teacher_keeps_logits else 0)
-            return logits[:, logits.shape[1] - k :][:, :-1]
-        finally:
-            self.teacher.eval()
-
     def _prompt_losses(self, prompted_logits, student_target, batch, num_items):
-        """Prompt loss D_prompt(prompted teacher, student) and regulariser D_reg(prompted teacher, teacher)."""
-        mask = self._loss_mask(batch)
+        """L_prompt = D(P_T^prompt, P_S), L_reg = D(P_T^prompt, P_T) (skipped when w(t) = 0) and w(t)."""
+        mask = loss_mask(batch)
         prompt_loss = self._div(prompted_logits, student_target, self.args.prompt_loss_type, mask, num_items)
         weight = self._reg_weight()
         reg_loss = torch.zeros((), device=prompt_loss.device)
@@ -562,10 +360,17 @@ class PromptKDTrainer(SFTTrainer):
             reg_loss = self._div(prompted_logits, plain, self.args.reg_loss_type, mask, num_items)
         return prompt_loss, reg_loss, weight
 
-    def _student_target(self, model, batch, logits_with_grad=None):
-        """The student's distribution as the prompt's (detached) target, in eval mode as the official code does."""
+    def _student_logits(self, model, batch) -> torch.Tensor:
+        k = logits_to_keep(batch) if self._student_keeps_logits else 0
+        kwargs = {"logits_to_keep": k} if k else {}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
+        logits = logits.logits[:, :-1]
+        return logits if k else logits[:, logits.shape[1] - logits_to_keep(batch) + 1 :]
+
+    def _student_target(self, model, batch, logits_with_grad=None) -> torch.Tensor:
+        """P_S as the prompt's fixed target: eval mode, no gradient (official code: `model.eval()` in block 1)."""
         if logits_with_grad is not None and not self._student_dropout:
-            return logits_with_grad.detach()
+            return logits_with_grad.detach()  # joint order: the same values without a second forward
         with torch.no_grad():
             was_training = model.training
             model.eval()
@@ -573,124 +378,61 @@ class PromptKDTrainer(SFTTrainer):
             model.train(was_training)
         return logits
 
-    def _paper_prompt_update(self, model, first_student_logits, num_items) -> None:
-        """Official order: the prompt's loss over the whole window, backward, prompt step (paper.md §1.2 step 2)."""
-        for i, batch in enumerate(self._window):
-            target = self._student_target(model, batch, first_student_logits if i == 0 else None)
-            prompted = self._teacher_logits(batch, grad=True)
-            prompt_loss, reg_loss, weight = self._prompt_losses(prompted, target, batch, num_items)
-            (prompt_loss + weight * reg_loss).backward()
-            self._add_stat("loss/prompt", prompt_loss)
-            self._add_stat("loss/reg", reg_loss)
-        self._step_prompt()
+    def _teacher_logits(self, batch, prompted: bool = True, grad: bool = False) -> torch.Tensor:
+        """Teacher logits aligned with the student's; `grad=True` is the forward that back-propagates to the prompt.
 
-    def _add_stat(self, key: str, value: torch.Tensor) -> None:
-        value = value.detach().float()
-        self._window_stats[key] = self._window_stats.get(key, 0.0) + value
+        Only that forward runs in train mode (official code: prompted teacher in train mode in the prompt step, eval
+        mode as the student's target), which is also what lets transformers checkpoint it.
+        """
+        fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
+        self.teacher.train(grad and self._teacher_train_mode)
+        try:
+            k = logits_to_keep(batch)
+            keep = k if self._teacher_keeps_logits else 0
+            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep)
+            return logits[:, logits.shape[1] - k :][:, :-1]
+        finally:
+            self.teacher.eval()
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not model.training:  # evaluation: student term on the dataset's completions
-            return self._eval_loss(model, inputs, return_outputs)
-        num_items = num_items_in_batch
-        mask = self._loss_mask(inputs)
-        student_logits = self._student_logits(model, inputs)
-        if self.args.update_order == "paper" or not self.use_prompt:
-            if self._window_index == 0 and self.use_prompt:
-                self._paper_prompt_update(model, student_logits, num_items)
-            with torch.no_grad():
-                target = self._teacher_logits(inputs)
-            loss = self._div(student_logits, target, self.args.student_loss_type, mask, num_items)
-            self._add_stat("loss/student", loss)
-        else:
-            prompted = self._teacher_logits(inputs, grad=True)
-            student_loss = self._div(student_logits, prompted.detach(), self.args.student_loss_type, mask, num_items)
-            target = self._student_target(model, inputs, student_logits)
-            prompt_loss, reg_loss, weight = self._prompt_losses(prompted, target, inputs, num_items)
-            loss = student_loss + prompt_loss + weight * reg_loss
-            self._add_stat("loss/student", student_loss)
-            self._add_stat("loss/prompt", prompt_loss)
-            self._add_stat("loss/reg", reg_loss)
-        return (loss, None) if return_outputs else loss
+    def _draw_on_policy(self, micro_step: int) -> bool:
+        return draw_on_policy(self.args.lmbda, self.args.seed, self.state.global_step, micro_step, self.accelerator)
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        if not self._window_ready:  # first micro-batch of the window
-            self._prepare_window()
-        inputs = self._window[self._window_index]
-        loss = super().training_step(model, inputs, self._num_items)
-        last = self._window_index == len(self._window) - 1
-        self._window_index += 1
-        if last:
-            if self.args.update_order == "joint" and self.use_prompt:
-                self._step_prompt()
-            self._flush_window_stats()
-        return loss
+    def _generate_completions(self, model: nn.Module | None, batch: dict[str, torch.Tensor], source: str):
+        """Sample new tokens `[B, N]` for the batch's left-padded prompts from the student or the prompted teacher."""
+        config = copy.copy(self.generation_config)
+        config.max_new_tokens = max_new_tokens(self.args, batch["prompts"].shape[1])
+        if source == "teacher":
+            return generate(self.teacher, batch, config, prompted=self.use_prompt)
+        return generate(model, batch, config, self.accelerator, self.args.gradient_checkpointing_kwargs)
 
-    def _flush_window_stats(self) -> None:
-        stats = dict(self._window_stats)
+    # ------------------------------------------------------------------ the prompt's optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
         if self.use_prompt:
-            stats["reg_weight"] = torch.tensor(self._reg_weight())
-        keys = sorted(stats)
-        values = torch.stack([torch.as_tensor(stats[k], dtype=torch.float32).to(self.accelerator.device) for k in keys])
-        if self.accelerator.num_processes > 1:
-            values = self.accelerator.gather(values.unsqueeze(0)).mean(0)
-        for k, v in zip(keys, values.tolist()):
-            self._metrics["train"][k].append(v)
+            self._create_prompt_optimizer(num_training_steps)
+        return scheduler
 
-    def _eval_loss(self, model, inputs, return_outputs):
-        mask = self._loss_mask(inputs)
-        student_logits = self._student_logits(model, inputs)
-        target = self._teacher_logits(inputs)
-        loss = self._div(student_logits, target, self.args.student_loss_type, mask, None)
-        return (loss, None) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self._eval_loss(model, inputs, False)
-        return loss.detach(), None, None
-
-    # ------------------------------------------------------------------ saving and resuming
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
-        super().save_model(output_dir, _internal_call)
-        output_dir = output_dir or self.args.output_dir
-        if self.args.should_save and self.use_prompt:
-            self.teacher.save_pretrained(os.path.join(output_dir, PROMPT_ADAPTER_DIR), safe_serialization=True)
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        super()._save_optimizer_and_scheduler(output_dir)
-        if self.args.should_save and self.prompt_optimizer is not None:
-            torch.save(self.prompt_optimizer.state_dict(), os.path.join(output_dir, PROMPT_OPTIMIZER_NAME))
-            torch.save(self.prompt_scheduler.state_dict(), os.path.join(output_dir, PROMPT_SCHEDULER_NAME))
-
-    def _load_prompt(self, checkpoint: str) -> None:
-        adapter = os.path.join(checkpoint, PROMPT_ADAPTER_DIR, "adapter_model.safetensors")
-        if not os.path.exists(adapter):
-            raise FileNotFoundError(
-                f"{checkpoint} holds no prompt adapter ({adapter}); it was not written by PromptKDTrainer."
+    def _create_prompt_optimizer(self, num_training_steps: int) -> None:
+        if self.prompt_optimizer is None:
+            self.prompt_optimizer, self.prompt_scheduler = create_prompt_optimizer(
+                prompt_parameter(self.teacher), self.args, num_training_steps
             )
-        # Read on CPU: safetensors rejects indexed CPU devices ("device cpu:0 is invalid"), which is what
-        # `accelerator.device` is in a multi-process CPU run; the state dict is copied into the prompt's own device.
-        set_peft_model_state_dict(self.teacher, load_file(adapter, device="cpu"))
 
-    def _load_best_model(self) -> None:
-        # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the
-        # official code keeps the best student and prompt together, `best_rougeL`).
-        super()._load_best_model()
-        if self.use_prompt:
-            self._load_prompt(self.state.best_model_checkpoint)
+    def _step_prompt(self, window: Window) -> None:
+        self._create_prompt_optimizer(max(self.state.max_steps, 1))  # no-op once `train()` has created it
+        norm = step_prompt(self.teacher, self.prompt_optimizer, self.prompt_scheduler, self.accelerator, self.args)
+        if norm is not None:
+            window.stats["prompt_grad_norm"] = norm
 
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        # Runs on every resume path (plain, DDP and DeepSpeed), unlike `_load_from_checkpoint`.
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None or not self.use_prompt:
-            return
-        self._load_prompt(checkpoint)
-        self._create_prompt_optimizer(self.state.max_steps)
-        for obj, name in ((self.prompt_optimizer, PROMPT_OPTIMIZER_NAME), (self.prompt_scheduler, PROMPT_SCHEDULER_NAME)):
-            path = os.path.join(checkpoint, name)
-            if os.path.exists(path):
-                # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict
-                # moves the moments to the prompt's device.
-                obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    # ------------------------------------------------------------------ metrics
+
+    def _add_train_stat(self, model, key: str, value: torch.Tensor) -> None:
+        if model.training and self._window is not None:
+            self._window.add(key, value)
+
+    def _log_window(self, window: Window) -> None:
+        """Append the window's per-term sums (averaged over ranks) to the metrics that `SFTTrainer.log` emits."""
+        extra = {"reg_weight": torch.tensor(self._reg_weight())} if self.use_prompt else {}
+        for key, value in window.reduced_stats(self.accelerator, extra).items():
+            self._metrics["train"][key].append(value)

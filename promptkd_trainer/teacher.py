@@ -7,13 +7,18 @@ embeddings, and the un-prompted forward calls the same base model without them (
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
 from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from peft.utils.integrations import gather_params_ctx
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.utils import logging
+from trl.trainer.utils import disable_dropout_in_model
+
+from .distributed import shard_teacher_zero3, teacher_numel
 
 
 logger = logging.get_logger(__name__)
@@ -34,7 +39,7 @@ def _has_tokenizer(name_or_path: str | None) -> bool:
 def prompt_init_token_ids(tokenizer: PreTrainedTokenizerBase, text: str, num_virtual_tokens: int) -> list[int]:
     """Token ids that initialise the prompt: `tokenizer(text)["input_ids"]` repeated or truncated to the prompt length.
 
-    This is the official code's rule (`utils.py` L237-270, shared/research/paper.md §1.6) and PEFT's TEXT init.
+    This is the official code's rule (gmkim-ai/PromptKD @ 383182f4, `utils.py` L237-270) and PEFT's TEXT init.
     """
     ids = tokenizer(text)["input_ids"]
     if not ids:
@@ -128,8 +133,9 @@ def prepend_prompt(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input embeddings `[prompt; embed(input_ids)]` and the attention mask extended by the virtual tokens.
 
-    Identical to what PEFT's prompt-tuning forward feeds the base model (shared/research/stack.md §4: max abs diff 0),
-    without PEFT's forward, which drops `position_ids` with a warning on every call.
+    Identical to what PEFT's prompt-tuning forward feeds the base model (`tests/test_trainer.py` checks the logits),
+    without PEFT's forward, which drops `position_ids` with a warning on every call (peft 0.21,
+    `PeftModelForCausalLM.forward`): kept hand-written for that reason.
     """
     base = prompted.get_base_model()
     embeds = base.get_input_embeddings()(input_ids)
@@ -145,7 +151,7 @@ def slice_prompted_logits(logits: torch.Tensor, n_virtual: int) -> torch.Tensor:
     """Drop the logits of the virtual tokens so that position t lines up with the student's position t.
 
     The prompted teacher sees `[v_1..v_n, x_1..x_L]`; its logits at index n + t predict x_{t+1}, as the student's at t
-    (official code: `logits[:, prompt_len:, :]`, shared/research/paper.md §5.1).
+    (official code @ 383182f4, `train_promptkd.py` "2. Training Teacher": `outputs.logits[:, args.prompt_len:, :]`).
     """
     return logits[:, n_virtual:, :]
 
@@ -156,7 +162,8 @@ def prompted_teacher_logits(
     """Logits of the prompted teacher, `[B, L, V]`, aligned with the student's positions.
 
     Inputs must be right-padded: with left padding the pads would sit between the prompt and the text and shift
-    the positions of the real tokens per example (shared/research/paper.md §5.2). `logits_to_keep=k > 0` computes
+    the positions of the real tokens per example (the official code right-pads its training sequences for the same
+    reason, `train_promptkd.py` "1. Sampling from Student"). `logits_to_keep=k > 0` computes
     only the last k positions' logits (k <= L, so they are all text positions), as transformers' argument does.
     """
     embeds, mask = prepend_prompt(prompted, input_ids, attention_mask)
@@ -182,9 +189,160 @@ def generate_with_prompt(
     """Sample from the prompted teacher with the KV cache on; returns only the new tokens `[B, N]`.
 
     `PeftModel.generate` is wrong for prompt tuning on transformers 5.x + peft 0.21 when the cache is on: the virtual
-    tokens are re-inserted at every decoding step (shared/research/stack.md §4). Calling the base model's `generate`
-    with the prompt already prepended as input embeddings is correct and keeps the cache. Left-padded prompts are fine
-    here: `generate` derives positions from the attention mask.
+    tokens are re-inserted at every decoding step (the package's test
+    `test_prompted_generation_matches_no_cache_reference` shows it). Calling the base model's `generate` with the
+    prompt already prepended as input embeddings is correct and keeps the cache. Left-padded prompts are fine here:
+    `generate` derives positions from the attention mask.
     """
     embeds, mask = prepend_prompt(prompted, input_ids, attention_mask)
     return prompted.get_base_model().generate(inputs_embeds=embeds, attention_mask=mask, **generate_kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- loading and checks
+
+
+def load_teacher(teacher_model: str | PreTrainedModel | PeftModel | None, args) -> PreTrainedModel | PeftModel:
+    """The teacher given to the trainer, loaded with `teacher_model_init_kwargs` when it is a name or a path.
+
+    Args:
+        teacher_model (`str`, `PreTrainedModel` or `PeftModel`, *optional*):
+            The teacher, or its id / path; defaults to `args.teacher_model_name_or_path`.
+        args ([`PromptKDConfig`]):
+            The trainer's configuration.
+    """
+    if teacher_model is None:
+        teacher_model = args.teacher_model_name_or_path
+    if teacher_model is None:
+        raise ValueError("A teacher is required: pass `teacher_model` or set `teacher_model_name_or_path`.")
+    if isinstance(teacher_model, str):
+        kwargs = dict(args.teacher_model_init_kwargs or {})
+        kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+        dtype = kwargs.get("dtype")
+        if isinstance(dtype, str) and dtype != "auto":
+            kwargs["dtype"] = getattr(torch, dtype)
+        try:
+            return AutoModelForCausalLM.from_pretrained(teacher_model, **kwargs)
+        except (OSError, ValueError) as err:
+            if os.path.exists(teacher_model):
+                raise
+            raise OSError(
+                f"Cannot load the teacher {teacher_model!r}: there is no such local folder, and it could not be "
+                f"loaded as a Hugging Face Hub model id either ({type(err).__name__}: {err}). Check the path "
+                "(`teacher_model` / `teacher_model_name_or_path`)."
+            ) from err
+    if args.teacher_model_init_kwargs:
+        raise ValueError(
+            "`teacher_model_init_kwargs` only applies when the teacher is given as a string; the teacher passed is "
+            "already instantiated. Remove `teacher_model_init_kwargs`."
+        )
+    return teacher_model
+
+
+def base_model(model: PreTrainedModel | PeftModel) -> PreTrainedModel:
+    """The transformers model under a PEFT wrapper (the model itself when there is none)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the causal LM's forward takes `logits_to_keep` (PEFT wrappers forward it to their base model)."""
+    return "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
+
+
+def has_active_dropout(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def prepare_teacher(teacher, tokenizer: PreTrainedTokenizerBase, args, accelerator):
+    """Frozen teacher with its soft prompt, placed (or ZeRO-3 partitioned) and set up for the prompt's backward.
+
+    Steps: drop dropout (`disable_dropout`); wrap with the prompt-tuning adapter (none when `num_virtual_tokens=0`);
+    partition across ranks under ZeRO-3, else move to the device (DDP / ZeRO-1/2 keep a full teacher on every rank,
+    as the official runs do); enable gradient checkpointing for the backward to the prompt.
+
+    Returns:
+        `(teacher, engine, train_mode)`: the teacher (`PeftModel` with the prompt, or the plain frozen model), the
+        ZeRO-3 engine that partitions it (keep a reference; `None` otherwise), and whether the forward that
+        back-propagates to the prompt runs in train mode.
+    """
+    if args.disable_dropout:
+        disable_dropout_in_model(teacher)
+    if args.num_virtual_tokens > 0:
+        teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
+    elif isinstance(teacher, PeftModel):
+        raise ValueError("`num_virtual_tokens=0` turns the prompt off; pass the teacher without its adapter.")
+    else:
+        teacher.requires_grad_(False)
+    engine = None
+    if is_deepspeed_zero3_enabled():
+        engine = shard_teacher_zero3(teacher, accelerator)
+        logger.info(f"Teacher partitioned by ZeRO-3: {teacher_numel(base_model(teacher))}")
+    else:
+        teacher.to(accelerator.device)
+    teacher.eval()
+    checkpointing = args.gradient_checkpointing
+    if args.teacher_gradient_checkpointing is not None:
+        checkpointing = args.teacher_gradient_checkpointing
+    # Without a prompt nothing back-propagates through the teacher.
+    checkpointing = checkpointing and args.num_virtual_tokens > 0
+    if checkpointing:
+        # The backward to the prompt runs through the whole frozen teacher; without checkpointing it keeps all of
+        # the teacher's activations (the official OPT/Llama scripts checkpoint both models). The prompt makes the
+        # input embeddings require grad, which reentrant checkpointing needs.
+        base_model(teacher).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs or {"use_reentrant": False}
+        )
+    # transformers checkpoints only in train mode, and the official code runs the prompted teacher in train mode in
+    # the prompt step ("2. Training Teacher": `teacher_model.train()`); with dropout off, train mode changes nothing
+    # else.
+    return teacher, engine, checkpointing or has_active_dropout(teacher)
+
+
+# ---------------------------------------------------------------------------------------------- the prompt's optimizer
+
+
+def create_prompt_optimizer(prompt: torch.nn.Parameter, args, num_training_steps: int):
+    """The prompt's own AdamW and scheduler, as the official code gives the teacher engine its own optimizer (weight
+    decay 0.01, the prompt decayed) and the student's warm-up / constant schedule.
+
+    Returns:
+        `(torch.optim.AdamW, LambdaLR)`.
+    """
+    lr = args.learning_rate if args.teacher_learning_rate is None else args.teacher_learning_rate
+    optimizer = torch.optim.AdamW(
+        [prompt],
+        lr=lr,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        weight_decay=args.teacher_weight_decay,
+    )
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=args.get_warmup_steps(num_training_steps),
+        num_training_steps=num_training_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
+    )
+    return optimizer, scheduler
+
+
+def step_prompt(teacher: PeftModel, optimizer, scheduler, accelerator, args) -> torch.Tensor | None:
+    """All-reduce, clip and apply the prompt's accumulated gradient, then advance its scheduler.
+
+    Returns:
+        `torch.Tensor` or `None`: the prompt's gradient norm before clipping (`None` without `max_grad_norm`).
+    """
+    param = prompt_parameter(teacher)
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    if accelerator.num_processes > 1:
+        # The prompt lives outside the DDP/DeepSpeed engine; each rank's loss is its token sum over the global count
+        # divided by num_processes, so the mean over ranks is the global gradient (as DDP would compute).
+        torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+        param.grad.div_(accelerator.num_processes)
+    norm = None
+    if args.max_grad_norm is not None and args.max_grad_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_([param], args.max_grad_norm).detach().float()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm

@@ -127,7 +127,7 @@ def train_one(spec: dict, run: dict) -> None:
     from conftest import make_messages_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    import promptkd_trainer.promptkd_trainer as pkd_module
+    import promptkd_trainer.sampling as sampling_module
     from promptkd_trainer import PromptKDTrainer
     from promptkd_trainer.distributed import teacher_numel
     from promptkd_trainer.teacher import prompt_init_token_ids, prompt_parameter
@@ -187,7 +187,7 @@ def train_one(spec: dict, run: dict) -> None:
                 def random(self):
                     return 1.0 - super().random()
 
-        pkd_module.random = _Flipped
+        sampling_module.random = _Flipped
 
     def draw(micro_step):
         value = real_draw(micro_step)
@@ -198,15 +198,15 @@ def train_one(spec: dict, run: dict) -> None:
 
     # Completion tokens of this rank's window and the normaliser used (global count / num_processes).
     windows = result["windows"] = []
-    real_prepare = trainer._prepare_window
+    real_sample = trainer.sample_window
 
-    def prepare_window():
-        real_prepare()
-        local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in trainer._window)
+    def sample_window(model, window):
+        real_sample(model, window)
+        local = sum(int((b["labels"][:, 1:] != -100).sum()) for b in window.batches)
         step = trainer.state.global_step
-        windows.append({"step": step, "local_tokens": local, "num_items": float(trainer._num_items)})
+        windows.append({"step": step, "local_tokens": local, "num_items": float(window.num_items)})
 
-    trainer._prepare_window = prepare_window
+    trainer.sample_window = sample_window
 
     # Hashes of the prompt and of the (gathered) student after every optimizer step, to compare ranks step by step.
     result["step_hashes"] = []
@@ -254,7 +254,7 @@ def train_one(spec: dict, run: dict) -> None:
         out / f"params_rank{rank}.pt",
     )
     (out / f"rank{rank}.json").write_text(json.dumps(result, default=float))
-    pkd_module.random = __import__("random")
+    sampling_module.random = __import__("random")
     dist.barrier()
 
 

@@ -13,6 +13,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from promptkd_trainer import PromptKDConfig, PromptKDTrainer
+from promptkd_trainer.sampling import with_completions
 from promptkd_trainer.teacher import (
     build_prompted_teacher,
     generate_with_prompt,
@@ -211,7 +212,8 @@ def test_paper_order_step_equals_reference(tiny_dir, tmp_path):
     trainer.add_callback(Snap())
     trainer.train()
 
-    # Hand-written reference of the official order on the same sampled sequences (paper.md §1.2).
+    # Hand-written reference of the official order on the same sampled sequences (official code @ 383182f4,
+    # train_promptkd.py L312-392: prompt loss, backward, prompt step, then the student loss with the updated prompt).
     batch, completions = record[0]
     pad = trainer.processing_class.pad_token_id
     eos = trainer.processing_class.eos_token_id
@@ -314,7 +316,7 @@ def test_completion_masking_after_first_eos(tiny_dir, tmp_path):
     eos = tok.eos_token_id
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     comps = torch.tensor([[10, 11, eos, 12, eos], [13, eos, eos, eos, eos], [14, 15, 16, 17, 18]])
-    out = trainer._build_on_policy_batch(batch, comps)
+    out = with_completions(batch, comps, [eos], tok.pad_token_id, trainer.args.max_length)
     n_labels = (out["labels"] != -100).sum(1).tolist()
     assert n_labels == [3, 2, 5]
     # Sample 3 hit the cap without EOS: its last token is replaced by EOS (official code).
@@ -554,13 +556,13 @@ def test_no_prompt_is_plain_on_policy_distillation(tiny_dir, tmp_path, order):
     teacher0 = {n: p.detach().clone() for n, p in trainer.teacher.named_parameters()}
     student0 = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     record = []
-    original = trainer._prepare_window
+    original = trainer.sample_window
 
-    def spy():
-        original()
-        record.extend(trainer._window)
+    def spy(model, window):
+        original(model, window)
+        record.extend(window.batches)
 
-    trainer._prepare_window = spy
+    trainer.sample_window = spy
     trainer.train()
     logs = trainer.state.log_history[0]
     assert "loss/prompt" not in logs and "loss/reg" not in logs
