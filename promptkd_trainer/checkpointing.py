@@ -104,8 +104,8 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
 
     Raises:
         `ValueError`: the prompt's hidden size is not the teacher's, or the recorded identity (architecture,
-        embedding shape or embedding weights) differs. An adapter saved without `teacher_identity.json` (older versions) is
-        only checked for its size, with a warning.
+        embedding shape or embedding weights) differs. An adapter saved without `teacher_identity.json` (by older
+        versions) is only checked for its size, with a warning.
     """
     current = teacher_identity(teacher)
     hidden = current["embedding_shape"][1]

@@ -259,6 +259,19 @@ def test_prompt_gradient_goes_through_the_loss_scaler(tiny_dir, tmp_path, order)
     assert trainer.prompt_scheduler.last_epoch == trainer.lr_scheduler.last_epoch
 
 
+def test_gpu_check_script_runs_on_cpu(capsys):
+    """`benchmarks/gpu_check.py` is the fp16/bf16 check for a machine with a GPU; its bf16 half runs here."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--cpu", "--precisions", "bf16", "--orders", "paper", "--steps", "2"]) == 0
+    assert "bf16 paper on cpu, 2 steps: ok" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------- item 23: card, logs
 
 
