@@ -150,8 +150,8 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
 
 
 def save_prompt(teacher: PeftModel, output_dir: str, identity: dict | None = None) -> None:
-    """Write the prompt adapter and its teacher's identity (`identity`, default [`teacher_identity`]`(teacher)`) to
-    `output_dir/teacher_prompt` (safetensors).
+    """Write the prompt adapter and its teacher's identity (`identity`, by default computed by [`teacher_identity`])
+    to `output_dir/teacher_prompt` (safetensors).
 
     The adapter config is saved with `prompt_tuning_init="RANDOM"`: the TEXT initialisation has been applied already,
     and a TEXT config makes `PeftModel.from_pretrained` load the init tokenizer again (and fail without a path to
@@ -394,7 +394,8 @@ class PromptCheckpointing:
             return
         load_prompt(self.teacher, checkpoint)
         self._create_prompt_optimizer(self.state.max_steps)
-        load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
+        if not self.args.save_only_model:  # such checkpoints hold no optimizer state, the student's neither
+            load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
 
     def _load_best_model(self) -> None:
         # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the
