@@ -129,6 +129,48 @@ def test_resume_true_falls_back_to_last_complete_checkpoint(tiny_dir, tmp_path, 
     assert (partial / COMPLETE_MARKER_NAME).exists()
 
 
+KILLED_DURING_SAVE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import promptkd_trainer.checkpointing as checkpointing
+from test_trainer import fake_generation, make_trainer
+from test_checkpointing import RESUME
+
+save = checkpointing.save_prompt_optimizer
+def save_then_die(optimizer, scheduler, output_dir):
+    if output_dir.endswith("checkpoint-4"):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the save
+    save(optimizer, scheduler, output_dir)
+checkpointing.save_prompt_optimizer = save_then_die
+fake_generation(make_trainer(Path({tiny!r}), Path({root!r}), **RESUME)).train()
+"""
+
+
+def test_kill_during_save_then_resume_true(tiny_dir, tmp_path, full_run):
+    """A process SIGKILLed while saving checkpoint-4 (after the student's weights and the prompt, before the prompt's
+    optimizer state): `resume_from_checkpoint=True` resumes from checkpoint-2 and ends where the uninterrupted run
+    ended."""
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = KILLED_DURING_SAVE.format(tests=tests, tiny=str(tiny_dir), root=str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(tests), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    partial = tmp_path / "out" / "checkpoint-4"
+    assert (partial / "model.safetensors").exists() and not (partial / COMPLETE_MARKER_NAME).exists()
+
+    resumed = fake_generation(make_trainer(tiny_dir, tmp_path, **RESUME))
+    resumed.train(resume_from_checkpoint=True)
+    s_full, p_full, _ = full_run[1]
+    s_res, p_res, _ = snapshot(resumed)
+    torch.testing.assert_close(p_res, p_full, rtol=1e-5, atol=1e-7)
+    for name in s_full:
+        torch.testing.assert_close(s_res[name], s_full[name], rtol=1e-5, atol=1e-7)
+
+
 def test_resume_true_without_complete_checkpoint_says_what_to_do(tmp_path):
     for step in (3, 5):
         (tmp_path / f"checkpoint-{step}").mkdir()
