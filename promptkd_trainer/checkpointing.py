@@ -9,11 +9,13 @@ A [`PromptKDTrainer`] checkpoint is the Trainer's own (student weights, optimize
 - `prompt_optimizer.pt` and `prompt_scheduler.pt`: the prompt's AdamW and scheduler states (tensors only, loaded with
   `weights_only=True`);
 - `promptkd_complete.json`, written last: a checkpoint without it was interrupted while being saved.
+
+The trainer mixin [`PromptCheckpointing`] also names the teacher and the adapter in the model card, and sends the
+metrics that callbacks add in `on_evaluate` (e.g. `eval_rougeL`) to the `report_to` loggers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +28,7 @@ from safetensors.torch import load_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .teacher import base_model
 
 logger = logging.get_logger(__name__)
 
@@ -47,10 +50,6 @@ _FINGERPRINT_ROWS, _FINGERPRINT_COLS = 8, 16
 # ---------------------------------------------------------------------------------------------- teacher identity
 
 
-def _base(model):
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
 def _architecture(config) -> dict:
     text = config.get_text_config()
     values = {key: getattr(text, key, None) for key in _ARCHITECTURE_KEYS}
@@ -64,7 +63,7 @@ def teacher_identity(teacher) -> dict:
     from the config), the input-embedding table's shape, and a fingerprint of its weights: the first 16 values of 8
     rows spread over the vocabulary, in fp32.
     """
-    base = _base(teacher)
+    base = base_model(teacher)
     weight = base.get_input_embeddings().weight
     # Under ZeRO-3 the table is partitioned (shape [0]) until gathered.
     with torch.no_grad(), gather_params_ctx(weight, modifier_rank=None):
@@ -284,7 +283,7 @@ def teacher_card_section(teacher, use_prompt: bool) -> str:
 
 
 def teacher_identity_name(teacher) -> str:
-    base = _base(teacher)
+    base = base_model(teacher)
     return str(getattr(base, "name_or_path", "") or base.config._name_or_path or "(a teacher given in memory)")
 
 
