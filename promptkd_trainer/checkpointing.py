@@ -102,10 +102,22 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
             A `teacher_prompt/` folder written by [`save_prompt`].
 
     Raises:
-        `ValueError`: the prompt's hidden size is not the teacher's, or the recorded identity (architecture,
+        `FileNotFoundError`: `adapter_dir` holds no adapter.
+        `ValueError`: the adapter is not a prompt-tuning one, the prompt's hidden size is not the teacher's, or the recorded identity (architecture,
         embedding shape or embedding weights) differs. An adapter saved without `teacher_identity.json` (by older
         versions) is only checked for its size, with a warning.
     """
+    config_path = os.path.join(adapter_dir, "adapter_config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"No PEFT adapter in {adapter_dir} (no adapter_config.json): pass a `teacher_prompt/` folder."
+        )
+    with open(config_path) as f:
+        peft_type = json.load(f).get("peft_type")
+    if peft_type != "PROMPT_TUNING":
+        raise ValueError(
+            f"{adapter_dir} holds a {peft_type} adapter, not a prompt-tuning one (a PromptKD `teacher_prompt/`)."
+        )
     current = teacher_identity(teacher)
     hidden = current["embedding_shape"][1]
     prompt_hidden = _prompt_hidden_size(adapter_dir)
@@ -143,6 +155,13 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
             f"({current['name_or_path']}) has {reason}. Pass the teacher the prompt was trained with, "
             "or start a new prompt instead of loading this one."
         )
+
+
+def load_prompt_adapter(teacher, adapter_dir: str, **kwargs) -> PeftModel:
+    """`PeftModel.from_pretrained(teacher, adapter_dir, **kwargs)` once [`check_prompt_matches_teacher`] passed: the
+    way to put a saved prompt on a teacher for evaluation or generation."""
+    check_prompt_matches_teacher(teacher, adapter_dir)
+    return PeftModel.from_pretrained(teacher, adapter_dir, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- save / load

@@ -19,6 +19,7 @@ from promptkd_trainer.checkpointing import (
     PROMPT_ADAPTER_DIR,
     check_prompt_matches_teacher,
     last_complete_checkpoint,
+    load_prompt_adapter,
     save_prompt,
 )
 from promptkd_trainer.teacher import build_prompted_teacher, prompt_parameter
@@ -199,6 +200,22 @@ def test_check_prompt_matches_teacher(tiny_dir, tmp_path, tokenizer):
     other_size = build_model("gpt2", tokenizer, n_layer=2, hidden=32, seed=1)
     with pytest.raises(ValueError, match="hidden size 64.*hidden size 32"):
         check_prompt_matches_teacher(other_size, adapter)
+
+    # The call for `promptkd eval`: check, then load.
+    torch.testing.assert_close(
+        prompt_parameter(load_prompt_adapter(load(tiny_dir, "gpt2-teacher"), adapter)), prompt_parameter(prompted)
+    )
+    with pytest.raises(ValueError, match="input embeddings differ"):
+        load_prompt_adapter(build_model("gpt2", tokenizer, n_layer=2, seed=11), adapter)
+    with pytest.raises(FileNotFoundError, match="No PEFT adapter"):
+        check_prompt_matches_teacher(same_shape, str(tmp_path / "nowhere"))
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(build_model("gpt2", tokenizer, n_layer=2), LoraConfig(target_modules=["c_attn"])).save_pretrained(
+        tmp_path / "lora"
+    )
+    with pytest.raises(ValueError, match="LORA adapter, not a prompt-tuning one"):
+        check_prompt_matches_teacher(same_shape, str(tmp_path / "lora"))
 
     # An adapter saved before identities were recorded: the shape is still checked, the rest only warned about.
     os.remove(os.path.join(adapter, "teacher_identity.json"))
