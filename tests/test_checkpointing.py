@@ -164,7 +164,7 @@ def test_kill_during_save_then_resume_true(tiny_dir, tmp_path, full_run):
     assert (partial / "model.safetensors").exists() and not (partial / COMPLETE_MARKER_NAME).exists()
 
     resumed = fake_generation(make_trainer(tiny_dir, tmp_path, **RESUME))
-    resumed.train(resume_from_checkpoint=True)
+    resumed.train(resume_from_checkpoint="true")  # as `promptkd train --resume_from_checkpoint true` passes it
     s_full, p_full, _ = full_run[1]
     s_res, p_res, _ = snapshot(resumed)
     torch.testing.assert_close(p_res, p_full, rtol=1e-5, atol=1e-7)
