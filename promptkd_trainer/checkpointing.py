@@ -103,9 +103,9 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
 
     Raises:
         `FileNotFoundError`: `adapter_dir` holds no adapter.
-        `ValueError`: the adapter is not a prompt-tuning one, the prompt's hidden size is not the teacher's, or the recorded identity (architecture,
-        embedding shape or embedding weights) differs. An adapter saved without `teacher_identity.json` (by older
-        versions) is only checked for its size, with a warning.
+        `ValueError`: the adapter is not a prompt-tuning one, the prompt's hidden size is not the teacher's, or the
+        recorded identity (architecture, embedding shape or embedding weights) differs. An adapter saved without
+        `teacher_identity.json` (by older versions) is only checked for its size, with a warning.
     """
     config_path = os.path.join(adapter_dir, "adapter_config.json")
     if not os.path.exists(config_path):

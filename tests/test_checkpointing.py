@@ -211,9 +211,8 @@ def test_check_prompt_matches_teacher(tiny_dir, tmp_path, tokenizer):
         check_prompt_matches_teacher(same_shape, str(tmp_path / "nowhere"))
     from peft import LoraConfig, get_peft_model
 
-    get_peft_model(build_model("gpt2", tokenizer, n_layer=2), LoraConfig(target_modules=["c_attn"], fan_in_fan_out=True)).save_pretrained(
-        tmp_path / "lora"
-    )
+    lora = LoraConfig(target_modules=["c_attn"], fan_in_fan_out=True)
+    get_peft_model(build_model("gpt2", tokenizer, n_layer=2), lora).save_pretrained(tmp_path / "lora")
     with pytest.raises(ValueError, match="LORA adapter, not a prompt-tuning one"):
         check_prompt_matches_teacher(same_shape, str(tmp_path / "lora"))
 
