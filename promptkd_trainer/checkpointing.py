@@ -4,28 +4,187 @@
 A [`PromptKDTrainer`] checkpoint is the Trainer's own (student weights, optimizer, scheduler, RNG states) plus:
 
 - `teacher_prompt/`: the prompt as a PEFT prompt-tuning adapter (`adapter_model.safetensors` + `adapter_config.json`),
-  loadable with `PeftModel.from_pretrained(teacher, path)`;
+  loadable with `PeftModel.from_pretrained(teacher, path)`, and `teacher_identity.json`, which records the teacher it
+  was trained on ([`teacher_identity`]);
 - `prompt_optimizer.pt` and `prompt_scheduler.pt`: the prompt's AdamW and scheduler states (tensors only, loaded with
-  `weights_only=True`).
+  `weights_only=True`);
+- `promptkd_complete.json`, written last: a checkpoint without it was interrupted while being saved.
+
+The trainer mixin [`PromptCheckpointing`] also names the teacher and the adapter in the model card, and sends the
+metrics that callbacks add in `on_evaluate` (e.g. `eval_rougeL`) to the `report_to` loggers.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import torch
-from peft import PeftModel, set_peft_model_state_dict
+from peft import PeftModel, PromptTuningInit, set_peft_model_state_dict
+from peft.utils.integrations import gather_params_ctx
+from safetensors import safe_open
 from safetensors.torch import load_file
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
+from .teacher import base_model
+
+logger = logging.get_logger(__name__)
 
 PROMPT_ADAPTER_DIR = "teacher_prompt"
 PROMPT_OPTIMIZER_NAME = "prompt_optimizer.pt"
 PROMPT_SCHEDULER_NAME = "prompt_scheduler.pt"
+TEACHER_IDENTITY_NAME = "teacher_identity.json"
+COMPLETE_MARKER_NAME = "promptkd_complete.json"
+_ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_TRAINER_STATE = "trainer_state.json"
+
+# The architecture entries compared (those a config has): a whole-config hash would change with how the teacher is
+# loaded and with the transformers version that wrote it.
+_ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "num_key_value_heads", "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
+_FINGERPRINT_ROWS, _FINGERPRINT_COLS = 8, 16
 
 
-def save_prompt(teacher: PeftModel, output_dir: str) -> None:
-    """Write the prompt adapter to `output_dir/teacher_prompt` (safetensors)."""
-    teacher.save_pretrained(os.path.join(output_dir, PROMPT_ADAPTER_DIR), safe_serialization=True)
+# ---------------------------------------------------------------------------------------------- teacher identity
+
+
+def _architecture(config) -> dict:
+    text = config.get_text_config()
+    values = {key: getattr(text, key, None) for key in _ARCHITECTURE_KEYS}
+    return {key: value for key, value in values.items() if isinstance(value, (int, str, bool))}
+
+
+def teacher_identity(teacher) -> dict:
+    """What identifies the teacher a prompt was trained on, as saved in `teacher_prompt/teacher_identity.json`.
+
+    `name_or_path` is informative only (a folder can move); the check uses the architecture (model type and sizes
+    from the config), the input-embedding table's shape, and a fingerprint of its weights: the first 16 values of 8
+    rows spread over the vocabulary, in fp32.
+    """
+    base = base_model(teacher)
+    weight = base.get_input_embeddings().weight
+    # Under ZeRO-3 the table is partitioned (shape [0]) until gathered.
+    with torch.no_grad(), gather_params_ctx(weight, modifier_rank=None):
+        rows = torch.linspace(0, weight.shape[0] - 1, _FINGERPRINT_ROWS).long().tolist()
+        sample = weight[rows, :_FINGERPRINT_COLS].detach().float().cpu()
+        shape = list(weight.shape)
+    return {
+        "name_or_path": teacher_identity_name(teacher),
+        "architecture": _architecture(base.config),
+        "embedding_shape": shape,
+        "embedding_dtype": str(weight.dtype).replace("torch.", ""),
+        "embedding_rows": rows,
+        "embedding_sample": sample.tolist(),
+    }
+
+
+def _prompt_hidden_size(adapter_dir: str) -> int | None:
+    path = os.path.join(adapter_dir, _ADAPTER_WEIGHTS)
+    if not os.path.exists(path):
+        return None
+    with safe_open(path, framework="pt") as f:
+        return f.get_slice(next(iter(f.keys()))).get_shape()[-1]
+
+
+def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
+    """Refuse a prompt adapter that was trained on another teacher than `teacher`.
+
+    Call it before `PeftModel.from_pretrained(teacher, adapter_dir)` (e.g. in `promptkd eval`) and before resuming:
+    a prompt only means something on the teacher it was tuned for; on another teacher of the same size it silently
+    scores garbage, and on one of another size PEFT fails with a bare tensor-size `RuntimeError`.
+
+    Args:
+        teacher (`PreTrainedModel` or `PeftModel`):
+            The teacher about to carry the prompt, with or without a prompt adapter on it.
+        adapter_dir (`str`):
+            A `teacher_prompt/` folder written by [`save_prompt`].
+
+    Raises:
+        `FileNotFoundError`: `adapter_dir` holds no adapter.
+        `ValueError`: the adapter is not a prompt-tuning one, the prompt's hidden size is not the teacher's, or the
+        recorded identity (architecture, embedding shape or embedding weights) differs. An adapter saved without
+        `teacher_identity.json` (by older versions) is only checked for its size, with a warning.
+    """
+    config_path = os.path.join(adapter_dir, "adapter_config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"No PEFT adapter in {adapter_dir} (no adapter_config.json): pass a `teacher_prompt/` folder."
+        )
+    with open(config_path) as f:
+        peft_type = json.load(f).get("peft_type")
+    if peft_type != "PROMPT_TUNING":
+        raise ValueError(
+            f"{adapter_dir} holds a {peft_type} adapter, not a prompt-tuning one (a PromptKD `teacher_prompt/`)."
+        )
+    current = teacher_identity(teacher)
+    hidden = current["embedding_shape"][1]
+    prompt_hidden = _prompt_hidden_size(adapter_dir)
+    if prompt_hidden is not None and prompt_hidden != hidden:
+        raise ValueError(
+            f"The prompt in {adapter_dir} has hidden size {prompt_hidden} but the teacher "
+            f"{current['name_or_path']} has hidden size {hidden}: it was trained for another teacher. "
+            "Pass the teacher the prompt was trained with."
+        )
+    path = os.path.join(adapter_dir, TEACHER_IDENTITY_NAME)
+    if not os.path.exists(path):
+        logger.warning(
+            f"{adapter_dir} has no {TEACHER_IDENTITY_NAME} (saved by an older version): cannot check that the prompt "
+            "was trained on this teacher; make sure it was."
+        )
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    reason = None
+    if saved["embedding_shape"] != current["embedding_shape"]:
+        reason = f"input embeddings of shape {saved['embedding_shape']}, not {current['embedding_shape']}"
+    elif any(current["architecture"].get(k, v) != v for k, v in saved["architecture"].items()):
+        diff = {k: (v, current["architecture"].get(k)) for k, v in saved["architecture"].items()
+                if current["architecture"].get(k, v) != v}
+        reason = f"another architecture (saved vs given: {diff})"
+    else:
+        # Same weights loaded in another dtype (e.g. bf16 for eval) differ by their rounding only.
+        eps = max(torch.finfo(getattr(torch, d)).eps for d in (saved["embedding_dtype"], current["embedding_dtype"]))
+        a, b = torch.tensor(saved["embedding_sample"]), torch.tensor(current["embedding_sample"])
+        if saved["embedding_rows"] != current["embedding_rows"] or not torch.allclose(a, b, rtol=eps, atol=1e-6):
+            reason = "input embeddings differ (other weights)"
+    if reason is not None:
+        raise ValueError(
+            f"The prompt in {adapter_dir} was trained for the teacher {saved['name_or_path']!r}; the teacher given "
+            f"({current['name_or_path']}) has {reason}. Pass the teacher the prompt was trained with, "
+            "or start a new prompt instead of loading this one."
+        )
+
+
+def load_prompt_adapter(teacher, adapter_dir: str, **kwargs) -> PeftModel:
+    """`PeftModel.from_pretrained(teacher, adapter_dir, **kwargs)` once [`check_prompt_matches_teacher`] passed: the
+    way to put a saved prompt on a teacher for evaluation or generation."""
+    check_prompt_matches_teacher(teacher, adapter_dir)
+    return PeftModel.from_pretrained(teacher, adapter_dir, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+
+
+def save_prompt(teacher: PeftModel, output_dir: str, identity: dict | None = None) -> None:
+    """Write the prompt adapter and its teacher's identity (`identity`, by default computed by [`teacher_identity`])
+    to `output_dir/teacher_prompt` (safetensors).
+
+    The adapter config is saved with `prompt_tuning_init="RANDOM"`: the TEXT initialisation has been applied already,
+    and a TEXT config makes `PeftModel.from_pretrained` load the init tokenizer again (and fail without a path to
+    one, e.g. for an in-memory tokenizer). The init text stays in `prompt_tuning_init_text` as a record.
+    """
+    adapter_dir = os.path.join(output_dir, PROMPT_ADAPTER_DIR)
+    config = teacher.active_peft_config
+    init, tokenizer_path = config.prompt_tuning_init, config.tokenizer_name_or_path
+    config.prompt_tuning_init, config.tokenizer_name_or_path = PromptTuningInit.RANDOM, None
+    try:
+        teacher.save_pretrained(adapter_dir, safe_serialization=True)
+    finally:
+        config.prompt_tuning_init, config.tokenizer_name_or_path = init, tokenizer_path
+    with open(os.path.join(adapter_dir, TEACHER_IDENTITY_NAME), "w") as f:
+        json.dump(identity or teacher_identity(teacher), f, indent=1)
 
 
 def save_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, output_dir: str) -> None:
@@ -40,10 +199,11 @@ def load_prompt(teacher: PeftModel, checkpoint: str) -> None:
     Raises:
         `FileNotFoundError`: `checkpoint` holds no prompt adapter.
     """
-    adapter = os.path.join(checkpoint, PROMPT_ADAPTER_DIR, "adapter_model.safetensors")
+    adapter = os.path.join(checkpoint, PROMPT_ADAPTER_DIR, _ADAPTER_WEIGHTS)
     if not os.path.exists(adapter):
         raise FileNotFoundError(
-            f"{checkpoint} holds no prompt adapter ({adapter}); it was not written by PromptKDTrainer."
+            f"{checkpoint} holds no prompt adapter ({adapter}): the checkpoint is incomplete (a save interrupted) or "
+            "was not written by PromptKDTrainer. Resume from an earlier checkpoint."
         )
     # Read on CPU: safetensors rejects indexed CPU devices ("device cpu:0 is invalid"), which is what
     # `accelerator.device` is in a multi-process CPU run; the state dict is copied into the prompt's own device.
@@ -51,30 +211,197 @@ def load_prompt(teacher: PeftModel, checkpoint: str) -> None:
 
 
 def load_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, checkpoint: str) -> None:
-    """Restore the prompt optimizer's and scheduler's states saved in `checkpoint` (when present)."""
+    """Restore the prompt optimizer's and scheduler's states saved in `checkpoint`.
+
+    Raises:
+        `FileNotFoundError`: one of the two files is missing (resuming with fresh moments would silently give another
+        run than the uninterrupted one).
+    """
     for obj, name in ((optimizer, PROMPT_OPTIMIZER_NAME), (scheduler, PROMPT_SCHEDULER_NAME)):
         path = os.path.join(checkpoint, name)
-        if os.path.exists(path):
-            # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict moves
-            # the moments to the prompt's device.
-            obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if not os.path.exists(path):
+            raise FileNotFoundError(_missing_message(checkpoint, [name]))
+        # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict moves
+        # the moments to the prompt's device.
+        obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+# ---------------------------------------------------------------------------------------------- completeness
+
+
+def _missing_message(checkpoint: str, missing: list[str]) -> str:
+    return (
+        f"Cannot resume from {checkpoint}: {', '.join(missing)} missing (a save interrupted, or files removed). "
+        "Resume from an earlier complete checkpoint (`resume_from_checkpoint=True` picks the last complete one), or "
+        "train without resuming."
+    )
+
+
+def missing_checkpoint_files(checkpoint: str, use_prompt: bool = True, optimizer_states: bool = True) -> list[str]:
+    """The files a complete PromptKDTrainer checkpoint has and `checkpoint` lacks (the completion marker included)."""
+    expected = [_TRAINER_STATE, COMPLETE_MARKER_NAME]
+    if use_prompt:
+        expected += [os.path.join(PROMPT_ADAPTER_DIR, n) for n in (_ADAPTER_WEIGHTS, "adapter_config.json")]
+        if optimizer_states:
+            expected += [PROMPT_OPTIMIZER_NAME, PROMPT_SCHEDULER_NAME]
+    return [name for name in expected if not os.path.exists(os.path.join(checkpoint, name))]
+
+
+def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
+    """The newest `checkpoint-N` folder of `output_dir` whose save completed (it holds `promptkd_complete.json`).
+
+    A save killed half-way (`kill -9`, out of disk) leaves a newer folder without the marker; Trainer's own
+    `get_last_checkpoint` would pick it and fail on the missing files.
+
+    Args:
+        output_dir (`str`): the run's output directory.
+        required (`bool`, defaults to `False`): raise when checkpoint folders exist but none is complete.
+
+    Returns:
+        `(path or None, skipped)`: `skipped` lists the newer incomplete folders with what they lack.
+    """
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    found = []
+    if os.path.isdir(output_dir):
+        found = sorted(
+            (int(m.group(1)), os.path.join(output_dir, name))
+            for name in os.listdir(output_dir)
+            if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+        )
+    skipped = []
+    for _, path in reversed(found):
+        missing = missing_checkpoint_files(path, use_prompt=False)
+        if not missing:
+            return path, skipped
+        skipped.append((path, f"no completion marker ({COMPLETE_MARKER_NAME})" if missing == [COMPLETE_MARKER_NAME]
+                        else f"missing {', '.join(missing)}"))
+    if required and skipped:
+        listing = "; ".join(f"{path}: {why}" for path, why in skipped)
+        raise ValueError(
+            f"No complete checkpoint in {output_dir} ({listing}). A folder without {COMPLETE_MARKER_NAME} was "
+            "interrupted while saving, or written by an older version: if it has all its files, pass it explicitly "
+            "as `resume_from_checkpoint`; otherwise train without resuming."
+        )
+    return None, skipped
+
+
+def teacher_card_section(teacher, use_prompt: bool) -> str:
+    """The model card's section on the teacher and the `teacher_prompt/` adapter (Markdown)."""
+    name = teacher_identity_name(teacher)
+    if not use_prompt:
+        return f"\n## Teacher\n\nDistilled on-policy from the teacher `{name}` (no soft prompt).\n"
+    n_tokens = teacher.active_peft_config.num_virtual_tokens
+    return (
+        f"\n## Teacher and soft prompt\n\nDistilled with PromptKD from the teacher `{name}`. The teacher's soft "
+        f"prompt ({n_tokens} virtual tokens, trained with the student) is saved next to the student's weights in "
+        f"`{PROMPT_ADAPTER_DIR}/`, as a PEFT prompt-tuning adapter for that teacher:\n\n```python\n"
+        "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+        f'teacher = AutoModelForCausalLM.from_pretrained("{name}")\n'
+        f'prompted_teacher = PeftModel.from_pretrained(teacher, "{PROMPT_ADAPTER_DIR}")\n```\n'
+    )
+
+
+def teacher_identity_name(teacher) -> str:
+    base = base_model(teacher)
+    return str(getattr(base, "name_or_path", "") or base.config._name_or_path or "(a teacher given in memory)")
+
+
+# ---------------------------------------------------------------------------------------------- the Trainer mixin
 
 
 class PromptCheckpointing:
-    """Trainer mixin (before the `Trainer` class in the bases) that saves and restores the prompt with the student.
+    """Trainer mixin (before the `Trainer` class in the bases) that saves and restores the prompt with the student,
+    marks complete checkpoints, and writes the teacher and the prompt into the model card.
 
     It expects the trainer's `teacher`, `use_prompt`, `prompt_optimizer`, `prompt_scheduler` and
     `_create_prompt_optimizer(num_training_steps)`.
     """
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or `"true"`,
+        as the command line passes it), and refusing a checkpoint with missing prompt state or one trained on another
+        teacher before anything loads."""
+        self._prompt_teacher_identity()  # on every rank: under ZeRO-3 reading the embeddings is collective
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
+            if not os.path.isdir(resume_from_checkpoint):  # `--resume_from_checkpoint true` on the command line
+                resume_from_checkpoint = True
+        if resume_from_checkpoint is True:
+            found, skipped = last_complete_checkpoint(self.args.output_dir, required=True)
+            for path, why in skipped:
+                logger.warning(f"Not resuming from {path}: {why} (its save was interrupted).")
+            if found is not None:  # None and no folder at all: the Trainer says so
+                resume_from_checkpoint = found
+                logger.info(f"Resuming from {found}, the last complete checkpoint.")
+        if isinstance(resume_from_checkpoint, str) and os.path.isdir(resume_from_checkpoint):
+            self._check_resumable(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _check_resumable(self, checkpoint: str) -> None:
+        missing = missing_checkpoint_files(checkpoint, self.use_prompt, not self.args.save_only_model)
+        if missing == [COMPLETE_MARKER_NAME]:
+            logger.warning(f"{checkpoint} has no {COMPLETE_MARKER_NAME}: its save may have been interrupted.")
+        elif missing:
+            raise FileNotFoundError(_missing_message(checkpoint, [m for m in missing if m != COMPLETE_MARKER_NAME]))
+        if self.use_prompt:
+            check_prompt_matches_teacher(self.teacher, os.path.join(checkpoint, PROMPT_ADAPTER_DIR))
+
+    def _prompt_teacher_identity(self) -> dict | None:
+        # The teacher is frozen: its identity is computed once and saved with every checkpoint.
+        if self.use_prompt and getattr(self, "_teacher_identity", None) is None:
+            self._teacher_identity = teacher_identity(self.teacher)
+        return getattr(self, "_teacher_identity", None)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
         super().save_model(output_dir, _internal_call)
         if self.args.should_save and self.use_prompt:
-            save_prompt(self.teacher, output_dir or self.args.output_dir)
+            save_prompt(self.teacher, output_dir or self.args.output_dir, self._prompt_teacher_identity())
 
-    # The three private Trainer methods below are overridden because the Trainer has no public hook for state saved
-    # next to its optimizer or restored with the best model; checked against transformers 5.24.
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
+        """TRL's model card, plus the teacher and how to load the `teacher_prompt/` adapter saved with the student."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero() and os.path.exists(path):
+            with open(path, "a") as f:
+                f.write(teacher_card_section(self.teacher, self.use_prompt))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)
+        self._logged_keys = set(logs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, then send the metrics that callbacks added in `on_evaluate` (e.g. `eval_rougeL` of
+        `RougeEvalCallback`) to the loggers: the Trainer calls `on_log` (where `report_to` integrations write) before
+        `on_evaluate`, so they would otherwise never see them."""
+        self._logged_keys = None
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        # A dict of eval sets recurses into this method once per set, each of which reports its own.
+        logged, self._logged_keys = self._logged_keys, None
+        if logged is not None:
+            late = {k: v for k, v in metrics.items() if k not in logged and isinstance(v, (int, float))}
+            if late:
+                if self.state.log_history and logged <= self.state.log_history[-1].keys():
+                    for key, value in late.items():
+                        self.state.log_history[-1].setdefault(key, value)
+                self.control = self.callback_handler.on_log(self.args, self.state, self.control, late)
+        return metrics
+
+    # The private Trainer methods below are overridden because the Trainer has no public hook for state saved next
+    # to its optimizer, restored with the best model, or written after a checkpoint; checked against transformers 5.24.
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # The marker is removed first and written last, so that a folder re-saved over (after a resume) is not taken
+        # for complete while half of it is new.
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        marker = os.path.join(folder, COMPLETE_MARKER_NAME)
+        if self.args.should_save and os.path.exists(marker):
+            os.remove(marker)
+        super()._save_checkpoint(model, trial)
+        # Every rank writes its part (DeepSpeed shards); the marker waits for all of them.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            with open(marker, "w") as f:
+                json.dump({"global_step": self.state.global_step}, f)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         # Called by `_save_checkpoint` on every process that saves optimizer state.
@@ -89,7 +416,8 @@ class PromptCheckpointing:
             return
         load_prompt(self.teacher, checkpoint)
         self._create_prompt_optimizer(self.state.max_steps)
-        load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
+        if not self.args.save_only_model:  # such checkpoints hold no optimizer state, the student's neither
+            load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
 
     def _load_best_model(self) -> None:
         # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the

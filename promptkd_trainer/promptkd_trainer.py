@@ -31,6 +31,7 @@ from .sampling import Window, build_generation_config, check_finite, count_compl
 from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
 from .teacher import accepts_logits_to_keep, create_prompt_optimizer, has_active_dropout, load_teacher
 from .teacher import plain_teacher_logits, prepare_teacher, prompt_parameter, prompted_teacher_logits, step_prompt
+from .teacher import backward_prompt_loss
 
 
 logger = logging.get_logger(__name__)
@@ -276,7 +277,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             target = self._student_target(model, batch)
             prompted = self._teacher_logits(batch, grad=True)
             prompt_loss, reg_loss, weight = self._prompt_losses(prompted, target, batch, window.num_items)
-            (prompt_loss + weight * reg_loss).backward()
+            backward_prompt_loss(prompt_loss + weight * reg_loss, self.accelerator)
             window.add("loss/prompt", prompt_loss)
             window.add("loss/reg", reg_loss)
         check_finite(window.stats["loss/prompt"] + window.stats["loss/reg"], window, self.state.global_step + 1)

@@ -113,9 +113,16 @@ def build_prompted_teacher(
             with torch.no_grad(), gather_params_ctx(embed.weight, modifier_rank=None):
                 weight = embed(ids.to(embed.weight.device)).detach().float()
                 prompt_parameter(prompted).data.copy_(weight)
-            peft_config.prompt_tuning_init = PromptTuningInit.TEXT
+            # The config stays RANDOM: a TEXT config without a tokenizer path cannot be reloaded by
+            # `PeftModel.from_pretrained` (`tokenizer_name_or_path can't be None`); the init text stays recorded.
     for name, param in prompted.named_parameters():
         param.requires_grad_("prompt_encoder" in name)
+    prompt = prompt_parameter(prompted)
+    if prompt.dtype != torch.float32:
+        # fp32 master weights whatever the teacher's dtype (e.g. a prompted teacher cast with `.to(torch.bfloat16)`):
+        # the prompt's small AdamW updates would round away in half precision; it is cast to the teacher's dtype
+        # where it enters the forward (`prepend_prompt`).
+        prompt.data = prompt.data.float()
     return prompted
 
 
@@ -325,8 +332,23 @@ def create_prompt_optimizer(prompt: torch.nn.Parameter, args, num_training_steps
     return optimizer, scheduler
 
 
+def backward_prompt_loss(loss: torch.Tensor, accelerator) -> None:
+    """Back-propagate the prompt's own loss (paper order) through the student's fp16 loss scaler when there is one.
+
+    The scaler is accelerate's `GradScaler` (fp16 without DeepSpeed); not `accelerator.backward`, which would also
+    divide by the accumulation steps and, under DeepSpeed, run the student engine's backward. Under fp16 the
+    teacher's activations' gradients would underflow without it, as the student's would.
+    """
+    scaler = getattr(accelerator, "scaler", None)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
 def step_prompt(teacher: PeftModel, optimizer, scheduler, accelerator, args) -> torch.Tensor | None:
-    """All-reduce, clip and apply the prompt's accumulated gradient, then advance its scheduler.
+    """All-reduce, unscale, clip and apply the prompt's accumulated gradient, then advance its scheduler.
+
+    Under fp16 the gradient carries the loss scale (from [`backward_prompt_loss`], or from `accelerator.backward` in
+    joint order): it is unscaled before clipping, and an update with an inf/NaN gradient is skipped by the scaler, as
+    the student's is. This runs before the student's `scaler.update()`, which lowers the scale after an overflow.
 
     Returns:
         `torch.Tensor` or `None`: the prompt's gradient norm before clipping (`None` without `max_grad_norm`).
@@ -339,10 +361,18 @@ def step_prompt(teacher: PeftModel, optimizer, scheduler, accelerator, args) -> 
         # divided by num_processes, so the mean over ranks is the global gradient (as DDP would compute).
         torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
         param.grad.div_(accelerator.num_processes)
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
     norm = None
     if args.max_grad_norm is not None and args.max_grad_norm > 0:
         norm = torch.nn.utils.clip_grad_norm_([param], args.max_grad_norm).detach().float()
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)  # skips the update on an inf/NaN gradient
+    # The schedule follows the optimizer steps of the run, skipped or not, as the student's does with the Trainer's
+    # default fused AdamW (whose skipped steps accelerate does not see).
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return norm
