@@ -109,23 +109,29 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str]]:
     def noun(n: int) -> str:
         return singular if n == 1 else plural
 
-    # Small operands: about 200 distinct facts, enough to separate a teacher from a 5x smaller student.
+    # Small operands: about 200 distinct facts, enough to separate a teacher from a 8x smaller student.
     a = rng.randint(2, 12)
     if rng.random() < 0.5:
         b = rng.randint(1, 9)
         verb = rng.choice(("buys", "finds", "gets", "wins"))
-        result = a + b
+        result, when = a + b, "now"
         instruction = (
             f"{name} has {a} {noun(a)}. {name} {verb} {b} more. How many {plural} does {name} have now?"
         )
-        answer = f"{name} has {result} {noun(result)} now."
     else:
         b = rng.randint(1, a - 1)
         verb = rng.choice(("gives away", "loses", "sells"))
-        result = a - b
+        result, when = a - b, "left"
         instruction = f"{name} has {a} {noun(a)}. {name} {verb} {b}. How many {plural} does {name} have left?"
-        answer = f"{name} has {result} {noun(result)} left."
-    return instruction, "", answer, [str(result)]
+    r = f"{result} {noun(result)}"
+    wordings = [f"{name} has {r} {when}.", f"{name} has {r}.", f"The answer is {r}.", f"There are {r} {when}."]
+    return instruction, "", *_pick(rng, wordings, str(result))
+
+
+def _pick(rng: random.Random, wordings: list[str], value: str) -> tuple[str, list[str]]:
+    """One wording as the completion; every wording and the bare value are references (several good answers)."""
+    completion = rng.choice(wordings)
+    return completion, [w for w in wordings if w != completion] + [value]
 
 
 def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
@@ -142,8 +148,10 @@ def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
             f"Count how many times {target} appears in the list.",
         )
     )
-    answer = f"{target} appears {n} time{'' if n == 1 else 's'}."
-    return instruction, " ".join(words), answer, [str(n)]
+    times = f"{n} time{'' if n == 1 else 's'}"
+    wordings = [f"{target} appears {times}.", f"The word {target} appears {times}.", f"It appears {times}.",
+                f"The answer is {n}."]
+    return instruction, " ".join(words), *_pick(rng, wordings, str(n))
 
 
 def _lookup(rng: random.Random) -> tuple[str, str, str, list[str]]:
@@ -152,7 +160,9 @@ def _lookup(rng: random.Random) -> tuple[str, str, str, list[str]]:
     key = rng.choice(keys)
     instruction = rng.choice((f"What is the {key}?", f"Look up the {key} in the input."))
     context = "\n".join(f"{k}: {v}" for k, v in facts.items())
-    return instruction, context, f"The {key} is {facts[key]}.", [facts[key]]
+    value = facts[key]
+    wordings = [f"The {key} is {value}.", f"{value} is the {key}.", f"It is {value}.", f"The answer is {value}."]
+    return instruction, context, *_pick(rng, wordings, value)
 
 
 def _word_list(rng: random.Random, low: int, high: int) -> list[str]:
