@@ -203,7 +203,7 @@ def test_build_model_sizes(tok, family):
     student = build_model(tok, "student", family, seed=0)
     # The paper's capacity gap: the teacher has at least 8x the student's non-embedding parameters.
     ratio = count_parameters(teacher, embeddings=False) / count_parameters(student, embeddings=False)
-    assert 8.0 <= ratio <= 9.0, ratio
+    assert 8.0 <= ratio <= 10.0, ratio
     # Embeddings (tied with the LM head) are what `embeddings=False` leaves out, counted once.
     embed = teacher.get_input_embeddings().weight.numel()
     positions = teacher.transformer.wpe.weight.numel() if family == "gpt2" else 0
