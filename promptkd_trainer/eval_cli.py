@@ -39,7 +39,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--model", help="Model directory or Hub id (a student, or any causal LM; a LoRA adapter directory works too)."
     )
     what.add_argument("--teacher", help="Teacher model directory or Hub id, evaluated through --teacher_prompt.")
-    what.add_argument("--teacher_prompt", "--teacher-prompt", help="Directory of the teacher's PEFT prompt-tuning adapter.")
+    what.add_argument(
+        "--teacher_prompt", "--teacher-prompt", help="Directory of the teacher's PEFT prompt-tuning adapter."
+    )
     what.add_argument("--tokenizer", help="Tokenizer directory or Hub id (default: the model's or the teacher's).")
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -49,21 +51,33 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "docs/datasets.md).",
     )
     data.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=list(EVAL_SETS), help="Sets to score.")
-    data.add_argument("--max_examples", "--max-examples", type=int, default=None, help="Keep the first N examples of each set.")
+    data.add_argument(
+        "--max_examples", "--max-examples", type=int, default=None,
+        help="Keep the first N examples of each set.",
+    )
     gen = parser.add_argument_group("generation (defaults: the papers' protocol)")
     gen.add_argument("--seeds", nargs="+", type=int, default=list(PAPER_SEEDS), help="One sampled run per seed.")
     gen.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=256)
     gen.add_argument("--batch_size", "--batch-size", type=int, default=8)
-    gen.add_argument("--no_repeat_ngram_size", "--no-repeat-ngram-size", type=int, default=6, help="0 disables the constraint.")
+    gen.add_argument(
+        "--no_repeat_ngram_size", "--no-repeat-ngram-size", type=int, default=6,
+        help="0 disables the constraint.",
+    )
     gen.add_argument("--temperature", type=float, default=1.0)
     gen.add_argument("--top_k", "--top-k", type=int, default=0, help="0 disables top-k.")
     gen.add_argument("--top_p", "--top-p", type=float, default=1.0)
     gen.add_argument("--greedy", action="store_true", help="Also score one greedy decode per set.")
     run = parser.add_argument_group("runtime")
-    run.add_argument("--output_dir", "--output-dir", default=os.path.join("outputs", "eval"), help="Where answers and scores go.")
+    run.add_argument(
+        "--output_dir", "--output-dir", default=os.path.join("outputs", "eval"),
+        help="Where answers and scores go.",
+    )
     run.add_argument("--dtype", choices=list(_DTYPES), default="auto", help="Weights dtype (auto: the checkpoint's).")
     run.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda when available).")
-    run.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true", help="Allow model code from the Hub (off by default).")
+    run.add_argument(
+        "--trust_remote_code", "--trust-remote-code", action="store_true",
+        help="Allow model code from the Hub (off by default).",
+    )
     return parser
 
 

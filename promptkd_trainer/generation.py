@@ -69,7 +69,8 @@ def _generate_prompted(prompted, input_ids, attention_mask, pad_id, gen_kwargs) 
     embeds, mask = prepend_prompt(prompted, input_ids, attention_mask)
     placeholders = input_ids.new_full((input_ids.shape[0], embeds.shape[1] - input_ids.shape[1]), pad_id)
     full_ids = torch.cat([placeholders, input_ids], dim=1)
-    out = prompted.get_base_model().generate(input_ids=full_ids, inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
+    base = prompted.get_base_model()
+    out = base.generate(input_ids=full_ids, inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)
     return out[:, full_ids.shape[1] :]
 
 

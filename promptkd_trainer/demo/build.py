@@ -52,7 +52,8 @@ def cache_path(cfg) -> Path:
     # The pretraining corpus is CPython's bundled reference manual: it changes with the Python version.
     settings.update(package=__version__, python=sys.version_info[:2])
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    root = cfg.cache_dir or os.environ.get("PROMPTKD_DEMO_CACHE") or Path.home() / ".cache" / "promptkd_trainer" / "demo"
+    default = Path.home() / ".cache" / "promptkd_trainer" / "demo"
+    root = cfg.cache_dir or os.environ.get("PROMPTKD_DEMO_CACHE") or default
     return Path(root) / key
 
 
@@ -120,15 +121,16 @@ def _make_models(cfg, data, out: Path, progress) -> dict:
         corpus + list(train["prompt"]) + list(train["completion"]) + vocabulary_texts(), vocab_size=cfg.vocab_size
     )
     blocks = pretraining_dataset(tokenizer, corpus, cfg.block_size)
-    timings["tokenizer_s"] = time.perf_counter() - start
+    timings["tokenizer_s"] = round(time.perf_counter() - start, 1)
 
     def stage(name, model, dataset, steps, lr, batch):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         history = train_causal_lm(
             model, tokenizer, dataset, steps=steps, learning_rate=lr, batch_size=batch, seed=cfg.data_seed,
             callbacks=[progress(steps, name)],
         )
-        timings[f"{name.replace(' ', '_')}_s"] = time.perf_counter() - t
+        timings[f"{name.replace(' ', '_')}_s"] = round(time.perf_counter() - t, 1)
+        timings[f"{name.replace(' ', '_')}_cpu_s"] = round(time.process_time() - cpu, 1)
         losses[name] = [h["loss"] for h in history if "loss" in h]
 
     info = {"settings": {k: getattr(cfg, k) for k in _MODEL_SETTINGS}, "corpus_blocks": len(blocks)}

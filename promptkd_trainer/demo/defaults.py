@@ -33,7 +33,8 @@ class DemoConfig:
     )
     no_cache: bool = field(default=False, metadata={"help": "Rebuild the models even if a cached copy exists."})
     family: str = field(
-        default="llama", metadata={"help": "Model family: llama (rotary positions) or gpt2.", "choices": ["llama", "gpt2"]}
+        default="llama",
+        metadata={"help": "Model family: llama (rotary positions) or gpt2.", "choices": ["llama", "gpt2"]},
     )
     teacher_size: str = field(default="teacher", metadata={"help": "Teacher preset of demo.models.MODEL_SIZES."})
     student_size: str = field(default="student", metadata={"help": "Student preset of demo.models.MODEL_SIZES."})

@@ -32,7 +32,8 @@ def _losses(plt, results):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for key, color in (("loss/student", "tab:blue"), ("loss/prompt", "tab:orange"), ("loss/reg", "tab:green")):
         for i, run in enumerate(runs):
-            history = [h for h in run["history"] if key in h]
+            # loss/reg is skipped (logged as 0) once its weight is 0.
+            history = [h for h in run["history"] if key in h and (key != "loss/reg" or h["reg_weight"] > 0)]
             label = key if i == 0 else None
             ax1.plot([h["step"] for h in history], [h[key] for h in history], color=color, alpha=0.7, label=label)
     ax1.set_xlabel("optimizer step")

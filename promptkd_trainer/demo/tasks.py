@@ -9,9 +9,9 @@ match and ROUGE-L are meaningful.
 
 | family | instruction (paraphrases vary) | input | answer |
 |---|---|---|---|
-| `arithmetic` | "Tom has 5 pens. Tom buys 3 more. How many pens does Tom have now?" | - | "Tom has 8 pens now." |
-| `count` | "How many times does the word cat appear in the list?" | 3-6 words | "cat appears 2 times." |
-| `lookup` | "What is the city?" | 3-5 `key: value` lines | "The city is Rome." |
+| `arithmetic` | "Tom has 5 pens. Tom buys 3 more. How many pens does Tom have now?" | - | "Tom has 8 pens now." * |
+| `count` | "How many times does the word cat appear in the list?" | 3-6 words | "cat appears 2 times." * |
+| `lookup` | "What is the city?" | 3-5 `key: value` lines | "The city is Rome." * |
 | `reverse` | "Reverse the order of the words." | 3-6 words | the words reversed |
 | `sort` | "Sort the words in alphabetical order." | 2-4 words | the words sorted |
 | `uppercase` | "Rewrite the words in capital letters." | 2-5 words | "CAT DOG" |
@@ -20,8 +20,11 @@ match and ROUGE-L are meaningful.
 | `numbered` | "Write the words as a numbered list." | 2-5 words | "1. cat\\n2. dog" |
 | `extract` | "What is the second word?" | 3-6 words | "dog" |
 
-Answers are 1-20 tokens with the demo tokenizer (one token per word). For `arithmetic`, `count` and `lookup` the bare
-value ("8", "2", "Rome") is a second reference. Families need different skills: copying from the context
+Answers are 1-20 tokens with the demo tokenizer (one token per word). (*) `arithmetic`, `count` and `lookup` answers
+have four good wordings ("Tom has 8 pens now.", "Tom has 8 pens.", "The answer is 8 pens.", "There are 8 pens now.");
+the completion is one of them at random, and the references are all of them plus the bare value ("8"). As with
+open-ended instructions, a model must pick one wording and keep to it, which sampling from a weak model does not.
+Families need different skills: copying from the context
 (`reverse`, `commas`, `numbered`, `extract`, `lookup`), a learned word mapping (`uppercase`), memorised facts
 (`arithmetic`) and comparisons (`count`, `sort`, `dedupe`), so a smaller student lags the teacher unevenly.
 
@@ -29,7 +32,7 @@ Every example is a row with the columns
 
 - `prompt` (`str`): the instruction (and input) already formatted with an Alpaca-style template ending in
   `"### Response:\\n"`;
-- `completion` (`str`): the target answer, without EOS (TRL's `SFTTrainer` appends it);
+- `completion` (`str`): the target answer, without EOS (the SFT data appends it);
 - `family` (`str`): the task family, one of [`TASK_FAMILIES`];
 - `references` (`list[str]`): acceptable answers, `completion` first.
 
