@@ -40,6 +40,7 @@ def test_demo_writes_results_report_and_plots(first_run):
     assert "| promptkd |" in report and "![kl.png](kl.png)" in report and "What the prompt learned" in report
     for name in ("losses.png", "rougeL.png", "kl.png"):
         assert (out / name).stat().st_size > 1000
+    assert (out / "teacher_prompt" / "adapter_model.safetensors").exists()  # the first seed's trained prompt
 
 
 def test_demo_checks_are_computed_from_the_runs(first_run):
@@ -99,3 +100,17 @@ def test_kl_probe_is_zero_against_itself(tmp_path):
     # The student is the teacher itself: KL(teacher || student) is 0, while the prompt changes the distribution.
     assert kls["kl_teacher_student"] == pytest.approx(0.0, abs=1e-6)
     assert kls["kl_prompted_teacher_student"] > 1e-4
+
+
+def test_cache_key_follows_settings_and_texts(tmp_path):
+    from promptkd_trainer.demo.build import cache_path, make_data
+    from promptkd_trainer.demo.defaults import DemoConfig
+
+    cfg = DemoConfig(cache_dir=str(tmp_path), n_train=20, n_labelled=4, n_test=2)
+    data = make_data(cfg)
+    key = cache_path(cfg, data)
+    assert key.parent == tmp_path and key == cache_path(DemoConfig(**cfg.to_dict()), make_data(cfg))
+    # A model setting, or different training texts under the same settings, is a new entry; a distillation one is not.
+    assert cache_path(DemoConfig(**{**cfg.to_dict(), "teacher_sft_steps": 1}), data) != key
+    assert cache_path(cfg, {**data, "train": data["train"].select(range(10))}) != key
+    assert cache_path(DemoConfig(**{**cfg.to_dict(), "steps": 1}), data) == key

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,11 +45,14 @@ def make_data(cfg):
     return {"train": data["train"], "labelled": data["train"].select(range(cfg.n_labelled)), "test": data["test"]}
 
 
-def cache_path(cfg) -> Path:
-    """`<cache_dir>/<hash of the model settings, the package version and the Python version>`."""
+def cache_path(cfg, data) -> Path:
+    """`<cache_dir>/<hash of the model settings and of the exact pretraining and SFT texts>`."""
+    from .corpus import english_corpus
+
     settings = {name: getattr(cfg, name) for name in _MODEL_SETTINGS}
-    # The pretraining corpus is CPython's bundled reference manual: it changes with the Python version.
-    settings.update(package=__version__, python=sys.version_info[:2])
+    # The texts themselves, so that a change of the task generators or of Python's bundled manual is a new entry.
+    texts = english_corpus(seed=cfg.data_seed) + list(data["train"]["prompt"]) + list(data["train"]["completion"])
+    settings.update(package=__version__, texts=hashlib.sha256("\x00".join(texts).encode()).hexdigest())
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     default = Path.home() / ".cache" / "promptkd_trainer" / "demo"
     root = cfg.cache_dir or os.environ.get("PROMPTKD_DEMO_CACHE") or default
@@ -90,7 +92,7 @@ def build_models(cfg, data, progress) -> DemoModels:
         data (`dict`): From [`make_data`].
         progress (`Callable[[int, str], TrainerCallback]`): Makes a progress-bar callback for a stage of n steps.
     """
-    path = cache_path(cfg)
+    path = cache_path(cfg, data)
     if (path / "info.json").exists() and not cfg.no_cache:
         logger.info(f"Using the cached teacher and student in {path}")
         return DemoModels(path, json.loads((path / "info.json").read_text()), cached=True)

@@ -32,14 +32,12 @@ def summarise(cfg, models, reference, runs, prompt_analysis, timings) -> dict[st
     """Collect everything into the `results.json` structure, with the headline checks under `checks`."""
     reference = dict(reference)
     if prompt_analysis:
-        trained = [a.pop("teacher_prompt_trained") for a in prompt_analysis]
-        reference["teacher_prompt_trained"] = {
-            "rougeL_sampled": mean_std([t["rougeL_sampled"] for t in trained])[0],
-            "rougeL_sampled_std": mean_std([t["rougeL_sampled"] for t in trained])[1],
-            "rougeL_greedy": mean_std([t["rougeL_greedy"] for t in trained])[0],
-            "exact_match_greedy": mean_std([t["exact_match_greedy"] for t in trained])[0],
-            "examples": trained[0]["examples"],
-        }
+        # One prompted-teacher row per seed (each seed trains its own prompt): mean (and std) over seeds.
+        trained = [a["teacher_prompt_trained"] for a in prompt_analysis]
+        prompt_analysis = [{k: v for k, v in a.items() if k != "teacher_prompt_trained"} for a in prompt_analysis]
+        row = {k: mean_std([t[k] for t in trained])[0] for k in METRICS}
+        row["rougeL_sampled_std"] = mean_std([t["rougeL_sampled"] for t in trained])[1]
+        reference["teacher_prompt_trained"] = {**row, "examples": trained[0]["examples"]}
     summary = {m: {k: _stats([r[k] for r in rs]) for k in METRICS} for m, rs in runs.items()}
     info = models.info
     results = {

@@ -188,6 +188,8 @@ def _distill_all(cfg, models, teacher, tokenizer, data):
             if method == "promptkd":
                 prompted = record["prompted_teacher"]
                 analysis.append(_analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed))
+                if seed == cfg.seeds[0]:  # for `promptkd eval --teacher <cache>/teacher --teacher_prompt ...`
+                    prompted.save_pretrained(Path(cfg.output_dir) / "teacher_prompt")
     progress.bar.close()
     return runs, analysis
 
