@@ -2,8 +2,9 @@
 """`promptkd eval`: score a model (or a prompted teacher) on the PromptKD/MiniLLM instruction-following sets.
 
 ```bash
-promptkd eval --model path/to/student --data-dir data/minillm --output-dir outputs/eval-student
-promptkd eval --teacher gpt2-xl-sft --teacher-prompt outputs/run/teacher_prompt --sets dolly --seeds 10
+promptkd eval --model path/to/student --data_dir data/minillm --output_dir outputs/eval-student
+promptkd eval --teacher gpt2-xl-sft --teacher_prompt outputs/run/teacher_prompt --data_dir data/minillm --sets dolly \
+    --seeds 10
 ```
 
 For each set and seed it writes `answers_{set}_seed{seed}.jsonl` (one `{"prompt", "text", "references", "rougeL"}`
@@ -28,43 +29,55 @@ from .evaluation import EVAL_SETS, PAPER_SEEDS, evaluate_model, load_eval_set, r
 
 logger = logging.get_logger(__name__)
 
-DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "minillm")
-
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `promptkd eval` options to `parser` (a parser or a sub-command parser) and return it."""
-    what = parser.add_argument_group("what to evaluate (pass --model, or --teacher with --teacher-prompt)")
+    what = parser.add_argument_group("what to evaluate (pass --model, or --teacher with --teacher_prompt)")
     what.add_argument(
         "--model", help="Model directory or Hub id (a student, or any causal LM; a LoRA adapter directory works too)."
     )
-    what.add_argument("--teacher", help="Teacher model directory or Hub id, evaluated through --teacher-prompt.")
-    what.add_argument("--teacher-prompt", help="Directory of the teacher's PEFT prompt-tuning adapter.")
+    what.add_argument("--teacher", help="Teacher model directory or Hub id, evaluated through --teacher_prompt.")
+    what.add_argument(
+        "--teacher_prompt", "--teacher-prompt", help="Directory of the teacher's PEFT prompt-tuning adapter."
+    )
     what.add_argument("--tokenizer", help="Tokenizer directory or Hub id (default: the model's or the teacher's).")
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR if os.path.isdir(DEFAULT_DATA_DIR) else None,
-        help="MiniLLM data directory holding dolly/, self-inst/, vicuna/, sinst/, uinst/ "
-        f"(default: {DEFAULT_DATA_DIR} when it exists).",
+        "--data_dir", "--data-dir",
+        required=True,
+        help="MiniLLM data directory holding dolly/, self-inst/, vicuna/, sinst/, uinst/ (MiniLLM's `data/`, see "
+        "docs/datasets.md).",
     )
     data.add_argument("--sets", nargs="+", default=list(EVAL_SETS), choices=list(EVAL_SETS), help="Sets to score.")
-    data.add_argument("--max-examples", type=int, default=None, help="Keep the first N examples of each set.")
+    data.add_argument(
+        "--max_examples", "--max-examples", type=int, default=None,
+        help="Keep the first N examples of each set.",
+    )
     gen = parser.add_argument_group("generation (defaults: the papers' protocol)")
     gen.add_argument("--seeds", nargs="+", type=int, default=list(PAPER_SEEDS), help="One sampled run per seed.")
-    gen.add_argument("--max-new-tokens", type=int, default=256)
-    gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--no-repeat-ngram-size", type=int, default=6, help="0 disables the constraint.")
+    gen.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=256)
+    gen.add_argument("--batch_size", "--batch-size", type=int, default=8)
+    gen.add_argument(
+        "--no_repeat_ngram_size", "--no-repeat-ngram-size", type=int, default=6,
+        help="0 disables the constraint.",
+    )
     gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0, help="0 disables top-k.")
-    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top_k", "--top-k", type=int, default=0, help="0 disables top-k.")
+    gen.add_argument("--top_p", "--top-p", type=float, default=1.0)
     gen.add_argument("--greedy", action="store_true", help="Also score one greedy decode per set.")
     run = parser.add_argument_group("runtime")
-    run.add_argument("--output-dir", default=os.path.join("outputs", "eval"), help="Where answers and scores go.")
+    run.add_argument(
+        "--output_dir", "--output-dir", default=os.path.join("outputs", "eval"),
+        help="Where answers and scores go.",
+    )
     run.add_argument("--dtype", choices=list(_DTYPES), default="auto", help="Weights dtype (auto: the checkpoint's).")
     run.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda when available).")
-    run.add_argument("--trust-remote-code", action="store_true", help="Allow model code from the Hub (off by default).")
+    run.add_argument(
+        "--trust_remote_code", "--trust-remote-code", action="store_true",
+        help="Allow model code from the Hub (off by default).",
+    )
     return parser
 
 
@@ -76,7 +89,7 @@ def _load_model(name_or_path: str, args: argparse.Namespace):
             peft_type = json.load(f).get("peft_type")
         if peft_type in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"):
             raise ValueError(
-                f"{name_or_path} is a {peft_type} adapter; evaluate it with --teacher BASE --teacher-prompt "
+                f"{name_or_path} is a {peft_type} adapter; evaluate it with --teacher BASE --teacher_prompt "
                 f"{name_or_path}."
             )
         from peft import AutoPeftModelForCausalLM
@@ -103,11 +116,11 @@ def _load_tokenizer(args: argparse.Namespace, source: str, model):
 def _load(args: argparse.Namespace):
     """Model (or None), prompted teacher (or None), tokenizer."""
     if args.teacher_prompt and not args.teacher:
-        raise ValueError("--teacher-prompt needs --teacher (the base model the prompt was trained on).")
+        raise ValueError("--teacher_prompt needs --teacher (the base model the prompt was trained on).")
     if args.model and args.teacher:
-        raise ValueError("Pass either --model or --teacher/--teacher-prompt, not both (run the command twice).")
+        raise ValueError("Pass either --model or --teacher/--teacher_prompt, not both (run the command twice).")
     if not args.model and not args.teacher:
-        raise ValueError("Nothing to evaluate: pass --model, or --teacher with --teacher-prompt.")
+        raise ValueError("Nothing to evaluate: pass --model, or --teacher with --teacher_prompt.")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.model:
         model = _load_model(args.model, args)
@@ -161,7 +174,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     `greedy_rougeL`, `greedy_exact_match` with `--greedy`). Scores are x100.
     """
     if not args.data_dir:
-        raise ValueError(f"--data-dir is required ({DEFAULT_DATA_DIR} does not exist from {os.getcwd()}).")
+        raise ValueError("Pass --data_dir: the MiniLLM data directory holding dolly/, self-inst/, vicuna/, ...")
     if not args.seeds and not args.greedy:
         raise ValueError("Nothing to generate: pass --seeds and/or --greedy.")
     # Read every set before loading weights, so that a wrong --data-dir or --sets fails fast.

@@ -8,7 +8,11 @@ The protocol (official `scripts/*/eval/*.sh`, `evaluate_main.py`, `rouge_metric.
 - answers are sampled at temperature 1 with top-k 0, top-p 1 and `no_repeat_ngram_size=6`, for seeds 10..50
   ([`paper_generation_kwargs`]); a response is decoded with `skip_special_tokens`, cut at EOS and stripped;
 - the score is `rouge_score`'s ROUGE-L F-measure with the Porter stemmer, max over the references of an example,
-  averaged over examples, x100 ([`rouge_l`], [`compute_rouge_l`]).
+  averaged over examples, x100 ([`rouge_l`], [`compute_rouge_l`]);
+- over seeds, scores are reported as mean ± sample standard deviation ([`mean_std`]).
+
+Generation is [`promptkd_trainer.generation.generate_answers`], the one path used by `promptkd eval`,
+[`RougeEvalCallback`] and `promptkd demo`.
 
 Example:
 
@@ -23,17 +27,17 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
+import statistics
 import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
 from .formats import alpaca_prompt
+from .generation import generate_answers, paper_generation_kwargs
 
 
 logger = logging.get_logger(__name__)
@@ -185,218 +189,15 @@ def _normalize_examples(examples: Iterable[dict[str, Any]]) -> list[dict[str, An
     return [_example_from_row(dict(row)) for row in examples]
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Generation
-# ---------------------------------------------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (Bessel-corrected, `statistics.stdev`; 0.0 for a single value).
 
-
-def paper_generation_kwargs() -> dict[str, Any]:
-    """Decoding of the papers' evaluation: sampling at temperature 1, top-k 0 (off), top-p 1, no 6-gram repeats, and
-    256 new tokens (official `max_length` 512 with prompts left-padded to 256)."""
-    return {
-        "do_sample": True,
-        "temperature": 1.0,
-        "top_k": 0,
-        "top_p": 1.0,
-        "no_repeat_ngram_size": 6,
-        "max_new_tokens": 256,
-    }
-
-
-def _position_limit(model: PreTrainedModel) -> int | None:
-    config = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
-    ids: list[int] = []
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, gen_eos):
-        if value is None:
-            continue
-        for v in [value] if isinstance(value, int) else list(value):
-            if v not in ids:
-                ids.append(int(v))
-    return ids
-
-
-def _generate_prompted_with_ids(prompted, input_ids, attention_mask, pad_id, gen_kwargs) -> torch.Tensor:
-    """Like [`promptkd_trainer.teacher.generate_with_prompt`], but also hands `generate` the token ids.
-
-    With `inputs_embeds` alone, `generate` applies `no_repeat_ngram_size` to the new tokens only (transformers 5.x
-    warns so); the papers' evaluation (token ids) bans n-grams of the prompt too. Decoder-only `generate` accepts
-    `input_ids` next to `inputs_embeds` (embeddings feed the first step, the ids feed the logits processors), so the
-    ids are passed with `pad_id` placeholders under the virtual tokens, exactly like left padding.
+    The package's one convention for "mean ± std" over seeds: `promptkd eval`, the demo and the docs all use it.
     """
-    from .teacher import prepend_prompt
-
-    embeds, mask = prepend_prompt(prompted, input_ids, attention_mask)
-    n_virtual = embeds.shape[1] - input_ids.shape[1]
-    placeholders = input_ids.new_full((input_ids.shape[0], n_virtual), pad_id)
-    full_ids = torch.cat([placeholders, input_ids], dim=1)
-    out = prompted.get_base_model().generate(
-        input_ids=full_ids, inputs_embeds=embeds, attention_mask=mask, **gen_kwargs
-    )
-    return out[:, full_ids.shape[1] :]
-
-
-@torch.no_grad()
-def generate_answers(
-    model: PreTrainedModel | None,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    *,
-    prompted_teacher=None,
-    batch_size: int = 8,
-    max_new_tokens: int = 256,
-    do_sample: bool = True,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    no_repeat_ngram_size: int | None = None,
-    seed: int = 10,
-    add_special_tokens: bool = True,
-) -> list[str]:
-    """Generate one answer per prompt.
-
-    Prompts are tokenized (with special tokens, as the official `PromptDataset` and TRL do), left-padded per batch
-    and decoded with the KV cache. Each answer is cut at its first EOS, decoded with `skip_special_tokens=True` and
-    stripped. Each call runs `torch.manual_seed(seed)` inside `torch.random.fork_rng`: a call is reproducible, and the
-    caller's RNG state (e.g. a trainer's, when a callback evaluates mid-training) is restored afterwards.
-
-    Args:
-        model (`PreTrainedModel`, *optional*):
-            The causal LM to generate with (student or any model). Ignored, and may be `None`, when
-            `prompted_teacher` is given.
-        tokenizer (`PreTrainedTokenizerBase`):
-            Its tokenizer. Without a pad token, EOS pads (GPT-2, official code).
-        prompts (`list[str]`):
-            Prompt strings, e.g. the `prompt` field of [`load_eval_set`] rows.
-        prompted_teacher (`peft.PeftModel`, *optional*):
-            A teacher carrying a PEFT prompt-tuning adapter; generation then goes through
-            [`promptkd_trainer.teacher.generate_with_prompt`] (`PeftModel.generate` is wrong with the KV cache on
-            transformers 5.x + peft 0.21). With `no_repeat_ngram_size`, the prompt's token ids are passed along so
-            that its n-grams are banned too, as for a plain model.
-        batch_size (`int`, defaults to `8`), max_new_tokens (`int`, defaults to `256`):
-            Batch size and answer length cap.
-        do_sample, temperature, top_k, top_p, no_repeat_ngram_size:
-            Decoding; the defaults sample at temperature 1 with top-k/top-p off. `top_k=0` disables top-k.
-        seed (`int`, defaults to `10`):
-            Passed to `torch.manual_seed` (in a forked RNG) before generating.
-        add_special_tokens (`bool`, defaults to `True`):
-            Whether prompts get the tokenizer's special tokens (BOS for Llama/OPT).
-
-    Returns:
-        `list[str]`, aligned with `prompts`.
-
-    Prompts longer than the model's position limit minus `max_new_tokens` (minus the virtual tokens of a prompted
-    teacher) are truncated from the left, with a warning.
-    """
-    if prompted_teacher is not None:
-        from .teacher import generate_with_prompt, num_virtual_tokens
-
-        gen_model = prompted_teacher.get_base_model()
-        reserved = num_virtual_tokens(prompted_teacher)
-        modules = [prompted_teacher]
-    else:
-        if model is None:
-            raise ValueError("Pass `model`, or `prompted_teacher` to generate with a prompted teacher.")
-        gen_model = model
-        reserved = 0
-        modules = [model]
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}.")
-
-    eos_ids = _eos_ids(tokenizer, gen_model)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        if not eos_ids:
-            raise ValueError("The tokenizer has neither a pad nor an EOS token; set `tokenizer.pad_token`.")
-        pad_id = eos_ids[0]
-
-    limit = _position_limit(gen_model)
-    max_prompt_len = None
-    if limit is not None:
-        max_prompt_len = limit - max_new_tokens - reserved
-        if max_prompt_len < 1:
-            raise ValueError(
-                f"max_new_tokens={max_new_tokens} (+{reserved} virtual tokens) leaves no room for a prompt within the "
-                f"model's {limit} positions; lower max_new_tokens."
-            )
-
-    encoded = [tokenizer(p, add_special_tokens=add_special_tokens, verbose=False)["input_ids"] for p in prompts]
-    if max_prompt_len is not None:
-        truncated = [i for i, ids in enumerate(encoded) if len(ids) > max_prompt_len]
-        if truncated:
-            logger.warning(
-                f"{len(truncated)} of {len(encoded)} prompts are longer than {max_prompt_len} tokens (the model's "
-                f"{limit} positions minus max_new_tokens={max_new_tokens}"
-                + (f" minus {reserved} virtual tokens" if reserved else "")
-                + f"); they were truncated from the left (first: index {truncated[0]})."
-            )
-            encoded = [ids[-max_prompt_len:] if len(ids) > max_prompt_len else ids for ids in encoded]
-    if any(len(ids) == 0 for ids in encoded):
-        raise ValueError("A prompt tokenizes to no tokens; pass non-empty prompts.")
-
-    gen_kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "pad_token_id": pad_id,
-        "use_cache": True,
-    }
-    if eos_ids:
-        gen_kwargs["eos_token_id"] = eos_ids if len(eos_ids) > 1 else eos_ids[0]
-    if do_sample:
-        # Passed explicitly so that a checkpoint's generation_config (e.g. top_k=50) cannot change the protocol.
-        gen_kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
-    if no_repeat_ngram_size:
-        gen_kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
-
-    device = next(gen_model.parameters()).device
-    was_training = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    answers: list[str] = []
-    eos_set = set(eos_ids)
-    # Seeded inside a forked RNG, so that evaluating mid-training leaves the trainer's random stream untouched.
-    cuda_devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
-            for start in range(0, len(encoded), batch_size):
-                batch = encoded[start : start + batch_size]
-                width = max(len(ids) for ids in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, ids in enumerate(batch):
-                    input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                    attention_mask[row, width - len(ids) :] = 1
-                input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-                if prompted_teacher is not None and no_repeat_ngram_size:
-                    new_tokens = _generate_prompted_with_ids(
-                        prompted_teacher, input_ids, attention_mask, pad_id, gen_kwargs
-                    )
-                elif prompted_teacher is not None:
-                    new_tokens = generate_with_prompt(prompted_teacher, input_ids, attention_mask, **gen_kwargs)
-                else:
-                    out = gen_model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
-                    new_tokens = out[:, width:]
-                for ids in new_tokens.tolist():
-                    cut = next((i for i, t in enumerate(ids) if t in eos_set), len(ids))
-                    answers.append(tokenizer.decode(ids[:cut], skip_special_tokens=True).strip())
-    finally:
-        for m, mode in zip(modules, was_training):
-            m.train(mode)
-    return answers
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    if not values:
+        raise ValueError("mean_std needs at least one value.")
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def evaluate_model(
@@ -432,8 +233,8 @@ def evaluate_model(
             `do_sample`, `temperature`, `top_k`, `top_p`, `no_repeat_ngram_size`, `add_special_tokens`.
 
     Returns:
-        `dict` with `num_examples`, `seeds`, `rougeL` (`{str(seed): score}`), `rougeL_mean`, `rougeL_std` (population
-        std over seeds), `exact_match` (`{str(seed): score}`), `exact_match_mean`, `greedy_rougeL`,
+        `dict` with `num_examples`, `seeds`, `rougeL` (`{str(seed): score}`), `rougeL_mean`, `rougeL_std` (sample std
+        over seeds, [`mean_std`]), `exact_match` (`{str(seed): score}`), `exact_match_mean`, `greedy_rougeL`,
         `greedy_exact_match` (when `greedy`), `answers` (`{"seed10": [...], ..., "greedy": [...]}`) and
         `generation_kwargs`. Scores are x100.
     """
@@ -469,8 +270,8 @@ def evaluate_model(
             em[str(seed)] = compute_exact_match(answers, refs)
             logger.info(f"seed {seed}: ROUGE-L {rouge[str(seed)]:.4f}, exact match {em[str(seed)]:.4f}")
         result["rougeL"], result["exact_match"] = rouge, em
-        result["rougeL_mean"], result["rougeL_std"] = _mean_std(list(rouge.values()))
-        result["exact_match_mean"], result["exact_match_std"] = _mean_std(list(em.values()))
+        result["rougeL_mean"], result["rougeL_std"] = mean_std(list(rouge.values()))
+        result["exact_match_mean"], result["exact_match_std"] = mean_std(list(em.values()))
     if greedy:
         greedy_kwargs = {k: v for k, v in kwargs.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
         answers = generate_answers(

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job: installs into .venv if needed, then runs the offline end-to-end PromptKD demo on CPU
-# (synthetic data, local tokenizer, SFT teacher and student, five distillation methods, ROUGE-L over 3 seeds).
+# (pretrained + SFT Llama teacher and student, five methods under one protocol, ROUGE-L over 3 seeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
 export TOKENIZERS_PARALLELISM=false
-exec .venv/bin/promptkd demo --output-dir "${OUTPUT_DIR:-outputs/demo}" "$@"
+exec .venv/bin/promptkd demo --output_dir "${OUTPUT_DIR:-outputs/demo}" "$@"

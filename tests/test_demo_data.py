@@ -1,12 +1,11 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""Demo foundations: synthetic tasks, local tokenizer, model presets, metrics and a tiny SFT smoke run."""
+"""Demo foundations: pretraining corpus, synthetic tasks, local tokenizer, model presets, pretraining and SFT data."""
 
-import copy
 import re
 
 import pytest
 
-from promptkd_trainer.demo.metrics import rouge_l, score_predictions, strict_exact_match
+from promptkd_trainer.demo.corpus import english_corpus, reference_manual_paragraphs, simple_paragraphs
 from promptkd_trainer.demo.models import MODEL_SIZES, build_model, count_parameters
 from promptkd_trainer.demo.tasks import (
     ALPACA_TEMPLATE,
@@ -20,6 +19,7 @@ from promptkd_trainer.demo.tasks import (
     vocabulary_texts,
 )
 from promptkd_trainer.demo.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
+from promptkd_trainer.demo.training import pretraining_dataset, sft_dataset, train_causal_lm
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +201,13 @@ def test_tokenizer_save_and_reload(tok, tmp_path):
 def test_build_model_sizes(tok, family):
     teacher = build_model(tok, "teacher", family, seed=0)
     student = build_model(tok, "student", family, seed=0)
-    ratio = count_parameters(teacher) / count_parameters(student)
-    assert 3.0 <= ratio <= 8.0, ratio
+    # The paper's capacity gap: the teacher has at least 8x the student's non-embedding parameters.
+    ratio = count_parameters(teacher, embeddings=False) / count_parameters(student, embeddings=False)
+    assert 8.0 <= ratio <= 10.0, ratio
+    # Embeddings (tied with the LM head) are what `embeddings=False` leaves out, counted once.
+    embed = teacher.get_input_embeddings().weight.numel()
+    positions = teacher.transformer.wpe.weight.numel() if family == "gpt2" else 0
+    assert count_parameters(teacher) - count_parameters(teacher, embeddings=False) == embed + positions
     for model in (teacher, student):
         assert model.config.vocab_size == len(tok)
         assert model.generation_config.pad_token_id == tok.pad_token_id
@@ -228,43 +233,51 @@ def test_build_model_seeded_and_custom(tok):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Metrics and SFT
+# Pretraining corpus and training data
 
 
-def test_metrics():
-    assert strict_exact_match(" Tom has 7 apples now.\n", ["Tom has 7 apples now."]) == 100.0
-    assert strict_exact_match("1. cat\n2. dog", ["1. cat 2. dog"]) == 100.0  # whitespace-normalised
-    assert strict_exact_match("CAT", ["cat"]) == 0.0  # case-sensitive
-    assert strict_exact_match("cat dog", ["cat, dog"]) == 0.0  # punctuation-sensitive
-    assert rouge_l("cat dog", ["cat dog"]) == pytest.approx(100.0)
-    assert rouge_l("", ["cat dog"]) == 0.0
-    assert rouge_l("7", ["Tom has 7 apples now.", "7"]) == pytest.approx(100.0)  # max over references
-    result = score_predictions(["a b", "x"], [["a b"], ["y"]], ["f1", "f2"])
-    assert result["exact_match"] == 50.0 and result["n"] == 2
-    assert result["per_family"]["f1"]["exact_match"] == 100.0 and result["per_family"]["f2"]["rougeL"] == 0.0
+def test_english_corpus_is_offline_english_and_deterministic():
+    manual = reference_manual_paragraphs()
+    assert len(manual) > 1000 and sum(map(len, manual)) > 300_000  # CPython's bundled reference manual
+    assert any("statement" in p for p in manual)
+    simple = simple_paragraphs(200, seed=0)
+    assert simple == simple_paragraphs(200, seed=0) and simple != simple_paragraphs(200, seed=1)
+    assert any("Suppose you are a student" in p for p in simple)  # the prompt's init text occurs in context
+    corpus = english_corpus(n_simple=200, seed=0)
+    assert sorted(corpus) == sorted(manual + simple) and corpus == english_corpus(n_simple=200, seed=0)
 
 
-def test_sft_smoke(tok, data):
+def test_pretraining_dataset_packs_documents_with_eos(tok):
+    texts = ["the cat sat.", "a dog ran fast.", "Suppose you are a student."] * 20
+    blocks = pretraining_dataset(tok, texts, block_size=16)
+    stream = []
+    for text in texts:
+        stream += tok(text)["input_ids"] + [tok.eos_token_id]
+    assert len(blocks) == len(stream) // 16
+    assert [t for row in blocks["input_ids"] for t in row] == stream[: 16 * len(blocks)]
+    assert blocks["labels"] == blocks["input_ids"]
+    with pytest.raises(ValueError, match="fewer than one block"):
+        pretraining_dataset(tok, ["cat"], block_size=64)
+
+
+def test_sft_dataset_masks_the_prompt(tok):
+    rows = sft_dataset(tok, ["### Instruction:\nWhat?\n\n### Response:\n"], ["cat dog"])
+    prompt = tok("### Instruction:\nWhat?\n\n### Response:\n")["input_ids"]
+    answer = tok("cat dog")["input_ids"]
+    assert rows[0]["input_ids"] == prompt + answer + [tok.eos_token_id]
+    assert rows[0]["labels"] == [-100] * len(prompt) + answer + [tok.eos_token_id]
+
+
+def test_train_causal_lm_trains_on_answers_only(tok, data):
     import torch
 
-    from promptkd_trainer.demo.metrics import generate_completions
-    from promptkd_trainer.demo.sft import supervised_finetune
-
     model = build_model(tok, "tiny", seed=0)
-    before = [p.detach().clone() for p in model.parameters()]
-    model = supervised_finetune(model, tok, data["train"].select(range(64)), steps=3, lr=1e-3, batch_size=8, seed=0,
-                                logging_steps=1)
+    rows = data["train"].select(range(32))
+    dataset = sft_dataset(tok, rows["prompt"], rows["completion"])
+    batch = {k: torch.tensor([dataset[0][k]]) for k in ("input_ids", "labels")}
+    before = model(**batch).loss.item()
+    history = train_causal_lm(model, tok, dataset, steps=20, learning_rate=1e-2, batch_size=8, seed=0)
     assert not model.training
-    losses = [log["loss"] for log in model.sft_log_history if "loss" in log]
-    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    # TRL's patched forward is undone: a deep copy trains its own weights (with the patch it silently did not).
-    assert "forward" not in model.__dict__
-    copy_ = copy.deepcopy(model)
-    before_copy = [p.detach().clone() for p in copy_.parameters()]
-    copy_ = supervised_finetune(copy_, tok, data["train"].select(range(16)), steps=1, lr=1e-2, batch_size=8, seed=1)
-    assert any(not torch.equal(a, b) for a, b in zip(before_copy, copy_.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(before_copy, model.parameters()))
-    outputs = generate_completions(model, tok, list(data["test"]["prompt"][:3]), max_new_tokens=4)
-    assert len(outputs) == 3 and all(isinstance(o, str) for o in outputs)
-    assert tok.padding_side == "right"  # restored after left-padded generation
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 20 and losses[-1] < losses[0]
+    assert model(**batch).loss.item() < before

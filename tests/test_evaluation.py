@@ -23,6 +23,7 @@ from promptkd_trainer.evaluation import (
     exact_match,
     generate_answers,
     load_eval_set,
+    mean_std,
     paper_generation_kwargs,
     rouge_l,
 )
@@ -211,7 +212,8 @@ def test_evaluate_model(tiny_dir, tokenizer):
     assert set(res["rougeL"]) == {"10", "20"} and set(res["answers"]) == {"seed10", "seed20", "greedy"}
     vals = list(res["rougeL"].values())
     assert res["rougeL_mean"] == pytest.approx(sum(vals) / 2)
-    assert res["rougeL_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2)
+    # The package's one convention: sample std over seeds (Bessel-corrected), |a - b| / sqrt(2) for two seeds.
+    assert res["rougeL_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2**0.5)
     assert res["answers"]["seed10"] == generate_answers(model, tokenizer, PROMPTS, seed=10, batch_size=3, **kwargs)
     assert res["greedy_rougeL"] == pytest.approx(
         compute_rouge_l(res["answers"]["greedy"], [["the cat sat on the mat", "a dog"]] * len(PROMPTS))
@@ -335,21 +337,21 @@ def test_run_eval_end_to_end(tiny_dir, tmp_path):
         [
             "--model",
             str(tiny_dir / "gpt2-student"),
-            "--data-dir",
+            "--data_dir",
             str(MINILLM),
             "--sets",
             "dolly",
             "vicuna",
-            "--max-examples",
+            "--max_examples",
             "3",
             "--seeds",
             "10",
             "20",
-            "--max-new-tokens",
+            "--max_new_tokens",
             "8",
-            "--batch-size",
+            "--batch_size",
             "3",
-            "--output-dir",
+            "--output_dir",
             str(out),
         ]
     )
@@ -380,20 +382,20 @@ def test_run_eval_prompted_teacher(tiny_dir, tokenizer, tmp_path):
             [
                 "--teacher",
                 str(tiny_dir / "gpt2-teacher"),
-                "--teacher-prompt",
+                "--teacher_prompt",
                 str(tmp_path / "prompt"),
-                "--data-dir",
+                "--data_dir",
                 str(MINILLM),
                 "--sets",
                 "uinst",
-                "--max-examples",
+                "--max_examples",
                 "2",
                 "--seeds",
                 "10",
-                "--max-new-tokens",
+                "--max_new_tokens",
                 "4",
                 "--greedy",
-                "--output-dir",
+                "--output_dir",
                 str(out),
             ]
         )
@@ -401,6 +403,21 @@ def test_run_eval_prompted_teacher(tiny_dir, tokenizer, tmp_path):
     assert (out / "answers_uinst_seed10.jsonl").exists() and (out / "answers_uinst_greedy.jsonl").exists()
     assert "greedy_rougeL" in scores["sets"]["uinst"]
     with pytest.raises(ValueError, match="needs --teacher"):
+        # The pre-1.0 dash spellings still parse (hidden aliases).
         run_eval(_parse(["--teacher-prompt", str(tmp_path / "prompt"), "--data-dir", str(MINILLM)]))
     with pytest.raises(ValueError, match="--teacher BASE"):
-        run_eval(_parse(["--model", str(tmp_path / "prompt"), "--data-dir", str(MINILLM)]))
+        run_eval(_parse(["--model", str(tmp_path / "prompt"), "--data_dir", str(MINILLM)]))
+
+
+def test_mean_std_is_the_sample_convention():
+    assert mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))  # statistics.stdev, not the population std
+    assert mean_std([5.0]) == (5.0, 0.0)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_eval_requires_data_dir(capsys):
+    # No default that only exists in a development checkout: the flag is required, with a clear message.
+    with pytest.raises(SystemExit):
+        _parse(["--model", "some/model"])
+    assert "--data_dir" in capsys.readouterr().err

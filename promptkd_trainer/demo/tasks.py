@@ -9,9 +9,9 @@ match and ROUGE-L are meaningful.
 
 | family | instruction (paraphrases vary) | input | answer |
 |---|---|---|---|
-| `arithmetic` | "Tom has 5 pens. Tom buys 3 more. How many pens does Tom have now?" | - | "Tom has 8 pens now." |
-| `count` | "How many times does the word cat appear in the list?" | 3-6 words | "cat appears 2 times." |
-| `lookup` | "What is the city?" | 3-5 `key: value` lines | "The city is Rome." |
+| `arithmetic` | "Tom has 5 pens. Tom buys 3 more. How many pens does Tom have now?" | - | "Tom has 8 pens now." * |
+| `count` | "How many times does the word cat appear in the list?" | 3-6 words | "cat appears 2 times." * |
+| `lookup` | "What is the city?" | 3-5 `key: value` lines | "The city is Rome." * |
 | `reverse` | "Reverse the order of the words." | 3-6 words | the words reversed |
 | `sort` | "Sort the words in alphabetical order." | 2-4 words | the words sorted |
 | `uppercase` | "Rewrite the words in capital letters." | 2-5 words | "CAT DOG" |
@@ -20,8 +20,11 @@ match and ROUGE-L are meaningful.
 | `numbered` | "Write the words as a numbered list." | 2-5 words | "1. cat\\n2. dog" |
 | `extract` | "What is the second word?" | 3-6 words | "dog" |
 
-Answers are 1-20 tokens with the demo tokenizer (one token per word). For `arithmetic`, `count` and `lookup` the bare
-value ("8", "2", "Rome") is a second reference. Families need different skills: copying from the context
+Answers are 1-20 tokens with the demo tokenizer (one token per word). (*) `arithmetic`, `count` and `lookup` answers
+have four good wordings ("Tom has 8 pens now.", "Tom has 8 pens.", "The answer is 8 pens.", "There are 8 pens now.");
+the completion is one of them at random, and the references are all of them plus the bare value ("8"). As with
+open-ended instructions, a model must pick one wording and keep to it, which sampling from a weak model does not.
+Families need different skills: copying from the context
 (`reverse`, `commas`, `numbered`, `extract`, `lookup`), a learned word mapping (`uppercase`), memorised facts
 (`arithmetic`) and comparisons (`count`, `sort`, `dedupe`), so a smaller student lags the teacher unevenly.
 
@@ -29,7 +32,7 @@ Every example is a row with the columns
 
 - `prompt` (`str`): the instruction (and input) already formatted with an Alpaca-style template ending in
   `"### Response:\\n"`;
-- `completion` (`str`): the target answer, without EOS (TRL's `SFTTrainer` appends it);
+- `completion` (`str`): the target answer, without EOS (the SFT data appends it);
 - `family` (`str`): the task family, one of [`TASK_FAMILIES`];
 - `references` (`list[str]`): acceptable answers, `completion` first.
 
@@ -109,23 +112,29 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str]]:
     def noun(n: int) -> str:
         return singular if n == 1 else plural
 
-    # Small operands: about 200 distinct facts, enough to separate a teacher from a 5x smaller student.
+    # Small operands: about 200 distinct facts, enough to separate a teacher from a 8x smaller student.
     a = rng.randint(2, 12)
     if rng.random() < 0.5:
         b = rng.randint(1, 9)
         verb = rng.choice(("buys", "finds", "gets", "wins"))
-        result = a + b
+        result, when = a + b, "now"
         instruction = (
             f"{name} has {a} {noun(a)}. {name} {verb} {b} more. How many {plural} does {name} have now?"
         )
-        answer = f"{name} has {result} {noun(result)} now."
     else:
         b = rng.randint(1, a - 1)
         verb = rng.choice(("gives away", "loses", "sells"))
-        result = a - b
+        result, when = a - b, "left"
         instruction = f"{name} has {a} {noun(a)}. {name} {verb} {b}. How many {plural} does {name} have left?"
-        answer = f"{name} has {result} {noun(result)} left."
-    return instruction, "", answer, [str(result)]
+    r = f"{result} {noun(result)}"
+    wordings = [f"{name} has {r} {when}.", f"{name} has {r}.", f"The answer is {r}.", f"There are {r} {when}."]
+    return instruction, "", *_pick(rng, wordings, str(result))
+
+
+def _pick(rng: random.Random, wordings: list[str], value: str) -> tuple[str, list[str]]:
+    """One wording as the completion; every wording and the bare value are references (several good answers)."""
+    completion = rng.choice(wordings)
+    return completion, [w for w in wordings if w != completion] + [value]
 
 
 def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
@@ -142,8 +151,10 @@ def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
             f"Count how many times {target} appears in the list.",
         )
     )
-    answer = f"{target} appears {n} time{'' if n == 1 else 's'}."
-    return instruction, " ".join(words), answer, [str(n)]
+    times = f"{n} time{'' if n == 1 else 's'}"
+    wordings = [f"{target} appears {times}.", f"The word {target} appears {times}.", f"It appears {times}.",
+                f"The answer is {n}."]
+    return instruction, " ".join(words), *_pick(rng, wordings, str(n))
 
 
 def _lookup(rng: random.Random) -> tuple[str, str, str, list[str]]:
@@ -152,7 +163,9 @@ def _lookup(rng: random.Random) -> tuple[str, str, str, list[str]]:
     key = rng.choice(keys)
     instruction = rng.choice((f"What is the {key}?", f"Look up the {key} in the input."))
     context = "\n".join(f"{k}: {v}" for k, v in facts.items())
-    return instruction, context, f"The {key} is {facts[key]}.", [facts[key]]
+    value = facts[key]
+    wordings = [f"The {key} is {value}.", f"{value} is the {key}.", f"It is {value}.", f"The answer is {value}."]
+    return instruction, context, *_pick(rng, wordings, value)
 
 
 def _word_list(rng: random.Random, low: int, high: int) -> list[str]:

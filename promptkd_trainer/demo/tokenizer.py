@@ -27,7 +27,7 @@ PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)
 
 # Texts that are always part of the training corpus, so that they tokenize compactly whatever the data:
-# the Alpaca preambles and PromptKD's prompt initialisation text (paper.md §1.6).
+# the Alpaca preambles and PromptKD's prompt initialisation text (official scripts' `--prompt-init-text`).
 EXTRA_TEXTS = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
     "Below is an instruction that describes a task, paired with an input that provides further context. "
