@@ -125,7 +125,7 @@ def _load(args: argparse.Namespace):
     if args.model:
         model = _load_model(args.model, args)
         return model.to(device), None, _load_tokenizer(args, args.model, model)
-    from peft import PeftModel, PromptTuningConfig
+    from .checkpointing import load_prompt_adapter
 
     teacher = AutoModelForCausalLM.from_pretrained(
         args.teacher, dtype=_DTYPES[args.dtype], trust_remote_code=args.trust_remote_code
@@ -133,12 +133,9 @@ def _load(args: argparse.Namespace):
     tokenizer = _load_tokenizer(args, args.teacher, teacher)
     if not args.teacher_prompt:
         return teacher.to(device), None, tokenizer
-    prompted = PeftModel.from_pretrained(teacher, args.teacher_prompt)
-    if not isinstance(prompted.active_peft_config, PromptTuningConfig):
-        raise ValueError(
-            f"{args.teacher_prompt} holds a {type(prompted.active_peft_config).__name__} adapter, not a prompt-tuning "
-            "one; evaluate a merged or LoRA model with --model instead."
-        )
+    # Refuses a prompt trained on another teacher (recorded identity) or a non-prompt-tuning adapter, with a clear
+    # error, before PEFT would score it silently or fail on a tensor size.
+    prompted = load_prompt_adapter(teacher, args.teacher_prompt)
     return None, prompted.to(device), tokenizer
 
 

@@ -312,8 +312,9 @@ class RougeEvalCallback(TrainerCallback):
     callbacks ran and before `_save_checkpoint`. A key added here is therefore the one `metric_for_best_model` sees,
     and it is in the dict `trainer.evaluate()` returns. The callback also writes it into the last `state.log_history`
     entry (so `trainer_state.json` has it). Reporting integrations (TensorBoard, W&B) get `on_log` before
-    `on_evaluate`, so they do not receive it; and callbacks that read `metrics` in `on_evaluate` (e.g.
-    `EarlyStoppingCallback`) must come after this one in `callbacks=[...]`.
+    `on_evaluate`; [`PromptKDTrainer`] logs the metrics that callbacks add in `on_evaluate` once more after them, so
+    `report_to` receives `eval_rougeL` (a plain `Trainer` does not). Callbacks that read `metrics` in `on_evaluate`
+    (e.g. `EarlyStoppingCallback`) must come after this one in `callbacks=[...]`.
 
     The key is `{prefix}_{metric_name}`, with the prefix of the evaluation (`eval`, or `eval_<name>` for a dict of
     eval datasets; the answers are generated once per step and shared). Every process generates the full set, so

@@ -421,3 +421,19 @@ def test_eval_requires_data_dir(capsys):
     with pytest.raises(SystemExit):
         _parse(["--model", "some/model"])
     assert "--data_dir" in capsys.readouterr().err
+
+
+@needs_data
+def test_run_eval_refuses_a_prompt_trained_for_another_teacher(tiny_dir, tokenizer, tmp_path):
+    """`promptkd eval` checks the teacher identity saved with the prompt: the student folder has the teacher's hidden
+    size (64), so without the check PEFT would score the prompt on it without a word."""
+    from promptkd_trainer.checkpointing import save_prompt
+
+    prompted = build_prompted_teacher(load(tiny_dir, "gpt2-teacher"), tokenizer, num_virtual_tokens=4)
+    save_prompt(prompted, str(tmp_path))
+    common = ["--teacher_prompt", str(tmp_path / "teacher_prompt"), "--data_dir", str(MINILLM), "--sets", "uinst",
+              "--max_examples", "1", "--seeds", "10", "--max_new_tokens", "2", "--output_dir", str(tmp_path / "e")]
+    with pytest.raises(ValueError, match="was trained for the teacher"):
+        run_eval(_parse(["--teacher", str(tiny_dir / "gpt2-student"), *common]))
+    scores = run_eval(_parse(["--teacher", str(tiny_dir / "gpt2-teacher"), *common]))
+    assert scores["sets"]["uinst"]["num_examples"] == 1
