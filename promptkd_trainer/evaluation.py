@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -252,19 +253,14 @@ def evaluate_model(
         "generation_kwargs": dict(kwargs),
         "answers": {},
     }
+    generate = functools.partial(
+        generate_answers, model, tokenizer, prompts, prompted_teacher=prompted_teacher, batch_size=batch_size
+    )
     if seeds:
         sampled = {**kwargs, "do_sample": kwargs.get("do_sample", True)}
         rouge, em = {}, {}
         for seed in seeds:
-            answers = generate_answers(
-                model,
-                tokenizer,
-                prompts,
-                prompted_teacher=prompted_teacher,
-                batch_size=batch_size,
-                seed=seed,
-                **sampled,
-            )
+            answers = generate(seed=seed, **sampled)
             result["answers"][f"seed{seed}"] = answers
             rouge[str(seed)] = compute_rouge_l(answers, refs)
             em[str(seed)] = compute_exact_match(answers, refs)
@@ -274,15 +270,7 @@ def evaluate_model(
         result["exact_match_mean"], result["exact_match_std"] = mean_std(list(em.values()))
     if greedy:
         greedy_kwargs = {k: v for k, v in kwargs.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
-        answers = generate_answers(
-            model,
-            tokenizer,
-            prompts,
-            prompted_teacher=prompted_teacher,
-            batch_size=batch_size,
-            do_sample=False,
-            **greedy_kwargs,
-        )
+        answers = generate(do_sample=False, **greedy_kwargs)
         result["answers"]["greedy"] = answers
         result["greedy_rougeL"] = compute_rouge_l(answers, refs)
         result["greedy_exact_match"] = compute_exact_match(answers, refs)
