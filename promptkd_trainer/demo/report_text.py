@@ -49,8 +49,8 @@ def _checks(results):
     if "loss_reg_step1" in c:
         lines.append(
             f"- The initial prompt is a nudge: `loss/reg` at PromptKD step 1 is {c['loss_reg_step1']['mean']:.3f} "
-            f"nats/token; it costs the teacher {c['initial_prompt_cost_sampled']:+.1f} ROUGE-L sampled and "
-            f"{c['initial_prompt_cost_greedy']:+.1f} greedy (positive: the prompt lowers the score)."
+            f"nats/token; with it the teacher scores {-c['initial_prompt_cost_sampled']:+.1f} ROUGE-L sampled and "
+            f"{-c['initial_prompt_cost_greedy']:+.1f} greedy against the teacher without it."
         )
     lines.append(f"- Teacher - student init gap: {c['teacher_student_gap_sampled']:.1f} ROUGE-L (sampled).")
     if "best_baseline" in c:
