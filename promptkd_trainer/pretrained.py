@@ -133,6 +133,7 @@ def convert_gguf(gguf_path: str, output_dir: str) -> str:
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary model folder
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -171,3 +172,55 @@ def smollm2_135m_instruct(cache_dir: str | None = None) -> str:
     if os.path.isfile(os.path.join(out, _MARKER)):
         return out
     return convert_gguf(gguf_path, out)
+
+
+def take_layers(model, num_layers: int):
+    """A smaller model of the same family made of `num_layers` of `model`'s decoder layers, evenly spaced with the
+    first and the last kept, sharing nothing with `model` (the tensors are copied).
+
+    Embeddings, final norm, output layer and tokenizer stay the same, so the result can be distilled from `model`
+    with the same vocabulary. It is a poor model until trained: initialise it by SFT first, as the paper's students
+    start from SFT checkpoints. Works for decoder-only models whose layers live under `model.layers.{i}.`
+    (Llama, Qwen2, Mistral, Gemma and the like).
+
+    Args:
+        model (`PreTrainedModel`):
+            The model to cut (e.g. the teacher).
+        num_layers (`int`):
+            Layers to keep, between 1 and `model.config.num_hidden_layers`.
+
+    Returns:
+        `tuple[PreTrainedModel, list[int]]`: the new model (fp32, eval mode) and the indices of the kept layers.
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    total = model.config.num_hidden_layers
+    if not 1 <= num_layers <= total:
+        raise ValueError(f"`num_layers` must be between 1 and {total} (the model's layers), got {num_layers}.")
+    keep = sorted({round(i * (total - 1) / max(num_layers - 1, 1)) for i in range(num_layers)})
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("model.layers."):
+            index = int(key.split(".")[2])
+            if index not in keep:
+                continue
+            key = key.replace(f"model.layers.{index}.", f"model.layers.{keep.index(index)}.", 1)
+        state[key] = value.detach().clone().float()
+    if not any(k.startswith("model.layers.") for k in state):
+        raise ValueError(f"{type(model).__name__} keeps no decoder layers under `model.layers.`; cut it by hand.")
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(keep)
+    if getattr(config, "layer_types", None):  # per-layer attention kinds (sliding / full) follow their layers
+        config.layer_types = [config.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"Layer cut of {type(model).__name__}: missing {missing}, unexpected {unexpected}.")
+    if config.tie_word_embeddings:
+        student.tie_weights()
+    student.generation_config = copy.deepcopy(model.generation_config)
+    return student.eval(), keep

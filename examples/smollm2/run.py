@@ -79,39 +79,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cut_layers(teacher, n_layers: int):
-    """A student made of `n_layers` of the teacher's decoder layers (evenly spaced, first and last kept), with the
-    teacher's embeddings, final norm and tokenizer. Garbage until trained: the run SFT-initialises it."""
-    import copy
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    total = teacher.config.num_hidden_layers
-    if not 1 <= n_layers <= total:
-        raise ValueError(f"--student_layers must be in [1, {total}], got {n_layers}.")
-    keep = sorted({round(i * (total - 1) / max(n_layers - 1, 1)) for i in range(n_layers)})
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(keep)
-    if getattr(config, "layer_types", None):
-        config.layer_types = [config.layer_types[i] for i in keep]
-    student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = {}
-    for key, value in teacher.state_dict().items():
-        if key.startswith("model.layers."):
-            index = int(key.split(".")[2])
-            if index not in keep:
-                continue
-            key = key.replace(f"model.layers.{index}.", f"model.layers.{keep.index(index)}.", 1)
-        state[key] = value.clone()
-    missing, unexpected = student.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise RuntimeError(f"Layer cut: missing {missing}, unexpected {unexpected}.")
-    student.tie_weights()
-    student.generation_config = copy.deepcopy(teacher.generation_config)
-    return student, keep
-
-
 def load_data(data_dir: str, tokenizer, max_prompt_tokens: int, eval_examples: int):
     """Training rows (dev.jsonl, prompt/completion) and the fixed evaluation subset (valid.jsonl)."""
     from promptkd_trainer.evaluation import load_eval_set
@@ -171,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from promptkd_trainer import PromptKDTrainer
     from promptkd_trainer.demo.sft import supervised_finetune
-    from promptkd_trainer.pretrained import smollm2_135m_instruct
+    from promptkd_trainer.pretrained import smollm2_135m_instruct, take_layers
     from promptkd_trainer.teacher import build_prompted_teacher
 
     if not args.data_dir or not os.path.isdir(args.data_dir):
@@ -205,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.reuse and (init_dir / "config.json").exists():
         kept = json.loads((init_dir / "layers.json").read_text())
     else:
-        student, kept = cut_layers(teacher, args.student_layers)
+        student, kept = take_layers(teacher, args.student_layers)
         supervised_finetune(student, tokenizer, train, steps=args.sft_steps, lr=args.sft_lr,
                             batch_size=args.sft_batch_size, seed=args.seed, max_length=args.max_prompt_tokens + 128,
                             logging_steps=10)
