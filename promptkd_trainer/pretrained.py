@@ -139,9 +139,11 @@ def convert_gguf(gguf_path: str, output_dir: str) -> str:
         tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, _MARKER), "w") as f:
             json.dump({"source": os.path.abspath(gguf_path), "key": _cache_key(gguf_path)}, f)
-        if os.path.isdir(output_dir):  # a concurrent conversion finished first: keep it
+        if os.path.isfile(os.path.join(output_dir, _MARKER)):  # a concurrent conversion finished first: keep it
             shutil.rmtree(tmp)
         else:
+            if os.path.isdir(output_dir):  # not written by this function (no marker): replace it
+                shutil.rmtree(output_dir)
             os.replace(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

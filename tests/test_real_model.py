@@ -91,7 +91,7 @@ def test_cache_converts_once_per_file(monkeypatch, tmp_path):
 
     def fake_convert(path, out):
         calls.append(out)
-        os.makedirs(out)
+        os.makedirs(out, exist_ok=True)
         Path(out, pretrained._MARKER).write_text("{}")
         return out
 
@@ -103,7 +103,9 @@ def test_cache_converts_once_per_file(monkeypatch, tmp_path):
     gguf.write_bytes(b"0" * 11)  # another file (a reinstalled wheel): another folder
     second = pretrained.smollm2_135m_instruct(str(tmp_path / "cache"))
     assert second != first and calls == [first, second]
-    # A folder without the marker (an interrupted conversion) is not trusted.
+    # A folder without the marker (not written by the conversion) is not trusted: converted again.
+    Path(second, pretrained._MARKER).unlink()
+    assert pretrained.smollm2_135m_instruct(str(tmp_path / "cache")) == second and calls == [first, second, second]
     monkeypatch.setenv("PROMPTKD_CACHE", str(tmp_path / "env-cache"))
     assert pretrained.default_cache_dir() == str(tmp_path / "env-cache")
 
