@@ -253,3 +253,35 @@ def test_promptkd_with_the_real_teacher_saves_a_reloadable_prompt(smollm2_dir, t
         assert result["num_examples"] == 3
         answers = [json.loads(line)["text"] for line in open(tmp_path / f"eval-{name}" / "answers_dolly_greedy.jsonl")]
         assert answers == expected_answers[name]
+
+
+@requires_smollm2
+def test_example_script_runs_end_to_end(smollm2_dir, tmp_path):
+    """examples/smollm2/run.py at the smallest size: every row of its table is produced and the models are saved."""
+    import importlib.util as iu
+
+    spec = iu.spec_from_file_location("smollm2_run", ROOT / "examples" / "smollm2" / "run.py")
+    script = iu.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    data_dir = tmp_path / "dolly"
+    data_dir.mkdir()
+    for split, n in (("dev", 4), ("valid", 2)):
+        with open(data_dir / f"{split}.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in dolly_rows(split, n))
+    out = tmp_path / "out"
+    results = script.main([
+        "--data_dir", str(data_dir), "--output_dir", str(out), "--student_layers", "1", "--sft_steps", "1",
+        "--sft_batch_size", "2", "--steps", "1", "--batch_size", "2", "--max_new_tokens", "4", "--eval_examples", "2",
+        "--eval_max_new_tokens", "4", "--seeds", "10",
+    ])
+    assert set(results["rows"]) == {"teacher", "teacher_prompt_init", "teacher_prompt_trained", "student_init"}
+    assert set(results["runs"]) == {"sft", "onpolicy", "promptkd"}
+    assert results["runs"]["promptkd"]["loss_reg_step1"] is not None
+    assert results["runs"]["onpolicy"]["loss_reg_step1"] is None  # no prompt, no regulariser
+    assert results["student_parameters"] < results["teacher_parameters"] and results["peak_rss_mb"] > 0
+    assert (out / "teacher_prompt" / "adapter_model.safetensors").is_file()
+    for name in ("student_init", "sft", "onpolicy", "promptkd"):
+        assert (out / "models" / name / "model.safetensors").is_file(), name
+    assert json.loads((out / "results.json").read_text())["data"]["eval_indices"] == results["data"]["eval_indices"]
+    table = (out / "report.md").read_text()
+    assert table.count("\n| ") == 7  # the seven rows after the header
