@@ -16,7 +16,7 @@ pip install gguf
 
 ```python
 >>> from promptkd_trainer.pretrained import smollm2_135m_instruct
->>> path = smollm2_135m_instruct()  # ~20 s the first time, instant afterwards
+>>> path = smollm2_135m_instruct()  # about 30 s the first time, instant afterwards
 >>> model = AutoModelForCausalLM.from_pretrained(path)
 ```
 """
