@@ -120,7 +120,7 @@ def convert_gguf(gguf_path: str, output_dir: str) -> str:
     # GGUF metadata has no generation config; EOS is the chat template's end-of-turn token.
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
-    # With tied embeddings the output layer's weight is the input table, absent from the GGUF state dict on purpose.
+    # Tolerated, in case a GGUF state dict leaves out the output layer of a tied model (this one lists it).
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion of {gguf_path}: missing {missing}, unexpected {unexpected}.")
