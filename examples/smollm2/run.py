@@ -142,8 +142,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from promptkd_trainer.pretrained import smollm2_135m_instruct, take_layers
     from promptkd_trainer.teacher import build_prompted_teacher
 
-    if not args.data_dir or not os.path.isdir(args.data_dir):
-        raise SystemExit(f"--data_dir {args.data_dir!r} is not a folder; pass one holding dev.jsonl and valid.jsonl.")
+    missing = [f for f in ("dev.jsonl", "valid.jsonl") if not args.data_dir or not os.path.isfile(
+        os.path.join(args.data_dir, f))]
+    if missing:
+        raise SystemExit(f"--data_dir {args.data_dir!r} lacks {', '.join(missing)}: pass a folder holding MiniLLM-processed "
+                         "Dolly, dev.jsonl (training) and valid.jsonl (the 500-row test split).")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.output_dir)
