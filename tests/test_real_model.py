@@ -285,3 +285,35 @@ def test_example_script_runs_end_to_end(smollm2_dir, tmp_path):
     assert json.loads((out / "results.json").read_text())["data"]["eval_indices"] == results["data"]["eval_indices"]
     table = (out / "report.md").read_text()
     assert table.count("\n| ") == 7  # the seven rows after the header
+
+
+@requires_smollm2
+def test_real_tokenizer_template_and_padding(smollm2_dir):
+    """ChatML data, and positions under padding (RoPE, grouped-query attention) with the prompt prepended: a
+    right-padded batch (training) and a left-padded batch (generation) give each row what it gets alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptkd_trainer.data import _pad, tokenize_example
+    from promptkd_trainer.teacher import build_prompted_teacher, generate_with_prompt, prompted_teacher_logits
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    row = tokenize_example({"messages": [{"role": "user", "content": "Hi there"},
+                                         {"role": "assistant", "content": "Hello!"}]}, tok)
+    assert tok.decode(row["prompt_ids"]).endswith("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.decode(row["completion_ids"]) == "Hello!<|im_end|>"  # cut after EOS: the template's "\n" dropped
+
+    prompted = build_prompted_teacher(AutoModelForCausalLM.from_pretrained(smollm2_dir).eval(), tok)
+    rows = [tok(t)["input_ids"] for t in ("The capital of France is", "Name three primary colors of paint, please:")]
+    assert len(rows[0]) != len(rows[1])
+    with torch.no_grad():
+        ids, mask = _pad(rows, tok.pad_token_id, left=False)
+        batched = prompted_teacher_logits(prompted, ids, mask)
+        for i, r in enumerate(rows):
+            alone = prompted_teacher_logits(prompted, torch.tensor([r]), None)[0]
+            torch.testing.assert_close(batched[i, : len(r)], alone, rtol=1e-4, atol=1e-4)
+        gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        ids, mask = _pad(rows, tok.pad_token_id, left=True)
+        batched = generate_with_prompt(prompted, ids, mask, **gen)
+        for i, r in enumerate(rows):
+            alone = generate_with_prompt(prompted, torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long), **gen)
+            assert batched[i, : alone.shape[1]].tolist() == alone[0].tolist()
