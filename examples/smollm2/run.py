@@ -101,7 +101,8 @@ def load_data(data_dir: str, tokenizer, max_prompt_tokens: int, eval_examples: i
 
 
 def evaluate(name, model, tokenizer, examples, args, prompted_teacher=None) -> dict[str, Any]:
-    from promptkd_trainer.evaluation import evaluate_model, paper_generation_kwargs
+    from promptkd_trainer.evaluation import evaluate_model
+    from promptkd_trainer.generation import paper_generation_kwargs
 
     start = time.perf_counter()
     gen = {**paper_generation_kwargs(), "max_new_tokens": args.eval_max_new_tokens}
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptkd_trainer import PromptKDTrainer
-    from promptkd_trainer.demo.sft import supervised_finetune
+    from promptkd_trainer.demo.training import sft_dataset, train_causal_lm
     from promptkd_trainer.pretrained import smollm2_135m_instruct, take_layers
     from promptkd_trainer.teacher import build_prompted_teacher
 
@@ -167,6 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path).eval()
     train, test, data_info = load_data(args.data_dir, tokenizer, args.max_prompt_tokens, args.eval_examples)
+    # SFT rows: prompt + answer + EOS, loss on the answer and its EOS (answers cut at 128 tokens).
+    sft_rows = sft_dataset(tokenizer, train["prompt"], train["completion"], max_length=args.max_prompt_tokens + 128)
     mark("load", t)
 
     # 2. student: a layer cut of the teacher, SFT-initialised ---------------------------------------------------------
@@ -177,10 +180,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kept = json.loads((init_dir / "layers.json").read_text())
     else:
         student, kept = take_layers(teacher, args.student_layers)
-        supervised_finetune(student, tokenizer, train, steps=args.sft_steps, lr=args.sft_lr,
-                            batch_size=args.sft_batch_size, seed=args.seed, max_length=args.max_prompt_tokens + 128,
-                            logging_steps=10)
-        losses = [log["loss"] for log in student.sft_log_history if "loss" in log]
+        history = train_causal_lm(student, tokenizer, sft_rows, steps=args.sft_steps, learning_rate=args.sft_lr,
+                                  batch_size=args.sft_batch_size, seed=args.seed)
+        losses = [log["loss"] for log in history if "loss" in log]
         sft_info = {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
         student.save_pretrained(init_dir)
         tokenizer.save_pretrained(init_dir)
@@ -209,10 +211,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         student = fresh_student()
         run_dir = out / "runs" / method
         if method == "sft":
-            supervised_finetune(student, tokenizer, train, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                                seed=args.seed, lr_scheduler_type="constant", warmup_ratio=0.0, logging_steps=1,
-                                max_length=args.max_prompt_tokens + 128)
-            history = student.sft_log_history
+            history = train_causal_lm(student, tokenizer, sft_rows, steps=args.steps, learning_rate=args.lr,
+                                      batch_size=args.batch_size, seed=args.seed, lr_scheduler_type="constant",
+                                      warmup_steps=0)
         else:
             trainer = PromptKDTrainer(model=student, teacher_model=teacher, args=distill_config(str(run_dir), method, args),
                                       train_dataset=train, processing_class=tokenizer)
