@@ -161,26 +161,15 @@ def test_converted_teacher_is_a_plain_trainable_model(smollm2_dir):
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def _flag(parser, name: str) -> str:
-    """`--teacher_prompt` (TRL's snake_case) where the eval parser has it, else the older `--teacher-prompt`."""
-    for flag in (f"--{name}", f"--{name.replace('_', '-')}"):
-        if flag in parser._option_string_actions:
-            return flag
-    raise AssertionError(f"`promptkd eval` has no --{name} option")
-
-
 @requires_smollm2
 def test_promptkd_with_the_real_teacher_saves_a_reloadable_prompt(smollm2_dir, tmp_path):
     """Two PromptKD steps on Dolly with the real teacher; the saved prompt reloads with PEFT and scores the same,
     in-process and through `promptkd eval` (teacher + prompt, and the student)."""
-    import argparse
-
     from datasets import Dataset
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptkd_trainer import PromptKDConfig, PromptKDTrainer
-    from promptkd_trainer.eval_cli import add_eval_arguments
     from promptkd_trainer.evaluation import evaluate_model
     from promptkd_trainer.formats import to_prompt_completion
     from promptkd_trainer.teacher import prompt_parameter
@@ -239,14 +228,13 @@ def test_promptkd_with_the_real_teacher_saves_a_reloadable_prompt(smollm2_dir, t
     (data_dir / "dolly").mkdir(parents=True)
     with open(data_dir / "dolly" / "valid.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in test_rows)
-    parser = add_eval_arguments(argparse.ArgumentParser())
-    common = [_flag(parser, "data_dir"), str(data_dir), "--sets", "dolly", "--seeds", "10", "--greedy",
-              _flag(parser, "max_new_tokens"), "12", _flag(parser, "batch_size"), "8"]
+    common = ["--data_dir", str(data_dir), "--sets", "dolly", "--seeds", "10", "--greedy", "--max_new_tokens", "12",
+              "--batch_size", "8"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for what, name in (([ "--teacher", smollm2_dir, _flag(parser, "teacher_prompt"), str(out / "teacher_prompt")],
+    for what, name in ((["--teacher", smollm2_dir, "--teacher_prompt", str(out / "teacher_prompt")],
                          "teacher"), (["--model", str(out)], "student")):
         cmd = [sys.executable, "-m", "promptkd_trainer", "eval", *what, *common,
-               _flag(parser, "output_dir"), str(tmp_path / f"eval-{name}")]
+               "--output_dir", str(tmp_path / f"eval-{name}")]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr[-3000:]
         result = json.loads((tmp_path / f"eval-{name}" / "scores.json").read_text())["sets"]["dolly"]
@@ -293,7 +281,7 @@ def test_real_tokenizer_template_and_padding(smollm2_dir):
     right-padded batch (training) and a left-padded batch (generation) give each row what it gets alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptkd_trainer.data import _pad, tokenize_example
+    from promptkd_trainer.data import PromptKDDataCollator, tokenize_example
     from promptkd_trainer.teacher import build_prompted_teacher, generate_with_prompt, prompted_teacher_logits
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
@@ -304,16 +292,15 @@ def test_real_tokenizer_template_and_padding(smollm2_dir):
 
     prompted = build_prompted_teacher(AutoModelForCausalLM.from_pretrained(smollm2_dir).eval(), tok)
     rows = [tok(t)["input_ids"] for t in ("The capital of France is", "Name three primary colors of paint, please:")]
-    assert len(rows[0]) != len(rows[1])
+    assert len(rows[0]) != len(rows[1])  # so that one row is padded on the right (training), left (generation)
+    batch = PromptKDDataCollator(pad_token_id=tok.pad_token_id)([{"prompt_ids": r, "completion_ids": []} for r in rows])
     with torch.no_grad():
-        ids, mask = _pad(rows, tok.pad_token_id, left=False)
-        batched = prompted_teacher_logits(prompted, ids, mask)
+        batched = prompted_teacher_logits(prompted, batch["input_ids"], batch["attention_mask"])
         for i, r in enumerate(rows):
             alone = prompted_teacher_logits(prompted, torch.tensor([r]), None)[0]
             torch.testing.assert_close(batched[i, : len(r)], alone, rtol=1e-4, atol=1e-4)
         gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        ids, mask = _pad(rows, tok.pad_token_id, left=True)
-        batched = generate_with_prompt(prompted, ids, mask, **gen)
+        batched = generate_with_prompt(prompted, batch["prompts"], batch["prompt_attention_mask"], **gen)
         for i, r in enumerate(rows):
             alone = generate_with_prompt(prompted, torch.tensor([r]), torch.ones(1, len(r), dtype=torch.long), **gen)
             assert batched[i, : alone.shape[1]].tolist() == alone[0].tolist()
