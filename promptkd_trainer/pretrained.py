@@ -156,7 +156,7 @@ def smollm2_135m_instruct(cache_dir: str | None = None) -> str:
 
     Llama architecture, 30 layers, hidden size 576, 9 query / 3 key-value heads (grouped-query attention), vocabulary
     49152, tied embeddings, 134.5 M parameters, ChatML chat template with `<|im_end|>` as EOS and pad. The weights are
-    the Q4_1 quantisation dequantised to fp32 (517 MB on disk), not the original bf16 checkpoint.
+    the Q4_1 quantisation dequantised to fp32 (538 MB on disk), not the original bf16 checkpoint.
 
     Args:
         cache_dir (`str`, *optional*):

@@ -160,7 +160,7 @@ def make_prompt_completion_dataset(n: int = 16, seed: int = 0):
 
 @pytest.fixture
 def gpt2_tokenizer_dir():
-    """The real GPT-2 tokenizer from ../shared/data when present (data.md: byte-identical to HF `gpt2`)."""
+    """The real GPT-2 tokenizer files (vocab.json and merges.txt of the Hub `gpt2`) from ../shared/data if present."""
     path = SHARED_DATA / "gpt2_tokenizer"
     if not (path / "vocab.json").exists():
         pytest.skip("../shared/data/gpt2_tokenizer is not present")

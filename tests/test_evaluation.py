@@ -403,7 +403,7 @@ def test_run_eval_prompted_teacher(tiny_dir, tokenizer, tmp_path):
     assert (out / "answers_uinst_seed10.jsonl").exists() and (out / "answers_uinst_greedy.jsonl").exists()
     assert "greedy_rougeL" in scores["sets"]["uinst"]
     with pytest.raises(ValueError, match="needs --teacher"):
-        # The pre-1.0 dash spellings still parse (hidden aliases).
+        # The pre-1.0 dash spellings still parse (aliases, as in `promptkd train`).
         run_eval(_parse(["--teacher-prompt", str(tmp_path / "prompt"), "--data-dir", str(MINILLM)]))
     with pytest.raises(ValueError, match="--teacher BASE"):
         run_eval(_parse(["--model", str(tmp_path / "prompt"), "--data_dir", str(MINILLM)]))

@@ -1,7 +1,7 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`promptkd demo`: PromptKD as a miniature of the paper, end to end on CPU, offline, in about 10 minutes.
+"""`promptkd demo`: PromptKD as a miniature of the paper, end to end on CPU, offline, in 5-10 minutes.
 
-Stages: synthetic tasks and a local tokenizer -> a teacher and an 8x smaller student, both pretrained on English
+Stages: synthetic tasks and a local tokenizer -> a teacher and an 8.5x smaller student, both pretrained on English
 text, then instruction-tuned (teacher on 8,000 rows, student on the 128 it will keep) -> five methods trained from
 the same SFT student under one protocol, over three seeds -> ROUGE-L (sampled at temperature 1 and greedy) on held-out
 prompts, what the prompt learned, and a table, `results.json`, `report.md` and plots in `--output_dir`.
