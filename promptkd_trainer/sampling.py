@@ -172,7 +172,7 @@ def with_completions(
         ends_with_eos = torch.isin(completions[:, -1], torch.tensor(eos_ids, device=completions.device))
         completions[hit_cap & ~ends_with_eos, -1] = eos_ids[0]
     prompts = [row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])]
-    comps = [row[: int(n)] for row, n in zip(completions, lengths)]
+    comps = [row[:n] for row, n in zip(completions, lengths.tolist())]  # one device sync, not one per row
     packed = pack_sequences(prompts, comps, pad_token_id, max_length)
     out = dict(batch)
     out.update({k: v.to(batch["prompts"].device) for k, v in packed.items()})
