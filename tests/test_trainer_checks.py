@@ -130,11 +130,6 @@ def test_off_policy_rows_without_completion_are_refused(tiny_dir, tmp_path):
         build(tiny_dir, tmp_path, load(tiny_dir, "gpt2-teacher"), dataset=partly_empty(70, [66]), lmbda=0.0)
 
 
-def test_a_set_whose_first_64_rows_are_empty_is_not_called_prompt_only(tiny_dir, tmp_path):
-    with pytest.raises(ValueError, match="64 of the 70 rows"):
-        build(tiny_dir, tmp_path, load(tiny_dir, "gpt2-teacher"), dataset=partly_empty(70, range(64)), lmbda=0.0)
-
-
 def test_prompt_only_eval_set_is_refused(tiny_dir, tmp_path):
     """Before: `eval_loss` 0.0."""
     evals = Dataset.from_list([{"prompt": r["prompt"]} for r in make_prompt_completion_dataset(4).to_list()])
