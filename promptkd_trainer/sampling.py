@@ -227,9 +227,10 @@ def logits_to_keep(batch: dict[str, torch.Tensor]) -> int:
     """
     if "logits_to_keep" not in batch:
         has_label = batch["labels"] != -100
-        rows = has_label.any(dim=1)
-        first = int(has_label.float().argmax(dim=1)[rows].min()) if bool(rows.any()) else 1
-        batch["logits_to_keep"] = has_label.shape[1] - max(first, 1) + 1
+        length = has_label.shape[1]
+        # Rows without a label count as `length`, so that one device sync gives the earliest label (or none).
+        first = int(torch.where(has_label.any(dim=1), has_label.float().argmax(dim=1), length).min())
+        batch["logits_to_keep"] = length - max(first if first < length else 1, 1) + 1
     return batch["logits_to_keep"]
 
 
