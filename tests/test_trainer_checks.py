@@ -109,6 +109,14 @@ def test_max_length_is_fitted_to_the_positions(tiny_dir, tmp_path, max_length):
     assert math.isfinite(trainer.state.log_history[0]["loss/student"])
 
 
+def test_prompts_are_checked_against_the_fitted_max_length(tiny_dir, tmp_path):
+    """Before: prompts were checked against the configured max_length (None: not at all) only; a prompt longer than the
+    fitted 249 was cut to no completion and the first step failed with "off-policy rows without a completion"."""
+    with pytest.raises(ValueError, match=r"4 rows of the train dataset have a prompt .* at least max_length=249"):
+        build(tiny_dir, tmp_path, load(tiny_dir, "gpt2-teacher"), dataset=long_prompt_dataset(words=252),
+              max_length=None)
+
+
 def test_max_length_that_fits_is_kept(tiny_dir, tmp_path):
     trainer = build(tiny_dir, tmp_path, load(tiny_dir, "gpt2-teacher"), max_length=249)
     assert trainer.args.max_length == 249
