@@ -244,6 +244,15 @@ def prepare_dataset(
         _tokenize, fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt}, remove_columns=columns,
         num_proc=num_proc, desc=f"Tokenizing {name} dataset",
     )
+    check_prompt_lengths(dataset, max_length, name)
+    return dataset
+
+
+def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train") -> None:
+    """Raise if a prompt of a prepared `Dataset` is empty or leaves no room for a completion within `max_length`
+    (every row is read; an `IterableDataset` is checked row by row as it is read, not here)."""
+    if not isinstance(dataset, Dataset):
+        return
     prompt_lengths = _lengths(dataset, "prompt_ids")
     empty = [i for i, n in enumerate(prompt_lengths) if n == 0]
     if empty:
@@ -254,7 +263,6 @@ def prepare_dataset(
             i = too_long[0]
             where = f"have a prompt (first: index {i}, {prompt_lengths[i]} tokens)"
             raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length))
-    return dataset
 
 
 def _lengths(dataset: Dataset, column: str) -> list[int]:
@@ -359,6 +367,15 @@ def prepare_datasets(train_dataset, eval_dataset, tokenizer: PreTrainedTokenizer
             eval_sets[key] = prepare(dataset, name, keep_prompt=True)
             check_completions(eval_sets[key], name, "`eval_loss` is the student term on the dataset's completions")
     return train_dataset, (eval_sets if isinstance(eval_dataset, dict) else eval_sets[None])
+
+
+def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None) -> None:
+    """[`check_prompt_lengths`] of every dataset again, for a `max_length` lowered to fit the models' positions (the
+    datasets are prepared before the models are loaded, against the configured value)."""
+    evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+    named = {"train": train_dataset, **{"eval" if k is None else f"eval[{k}]": d for k, d in evals.items()}}
+    for name, dataset in named.items():
+        check_prompt_lengths(dataset, max_length, name)
 
 
 

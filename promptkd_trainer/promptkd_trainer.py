@@ -23,7 +23,7 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from .checkpointing import PromptCheckpointing
 from .checks import check_causal, check_models
-from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer
+from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer, recheck_prompt_lengths
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
@@ -159,7 +159,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         )
         # Our own reduction (token sums over the window's completion tokens) replaces the Trainer's label counting.
         self.model_accepts_loss_kwargs = False
+        configured_max_length = args.max_length
         self._vocab_size = check_models(self.model, teacher, tokenizer, args)
+        if args.max_length != configured_max_length:  # lowered to fit the models: prompts must fit the new value
+            recheck_prompt_lengths(train_dataset, eval_dataset, args.max_length)
         if isinstance(self.data_collator, PromptKDDataCollator):
             self.data_collator.max_length = args.max_length  # as lowered to fit the models' positions
         if args.disable_dropout:

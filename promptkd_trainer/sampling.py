@@ -172,7 +172,7 @@ def with_completions(
         ends_with_eos = torch.isin(completions[:, -1], torch.tensor(eos_ids, device=completions.device))
         completions[hit_cap & ~ends_with_eos, -1] = eos_ids[0]
     prompts = [row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])]
-    comps = [row[: int(n)] for row, n in zip(completions, lengths)]
+    comps = [row[:n] for row, n in zip(completions, lengths.tolist())]  # one device sync, not one per row
     packed = pack_sequences(prompts, comps, pad_token_id, max_length)
     out = dict(batch)
     out.update({k: v.to(batch["prompts"].device) for k, v in packed.items()})
@@ -227,9 +227,10 @@ def logits_to_keep(batch: dict[str, torch.Tensor]) -> int:
     """
     if "logits_to_keep" not in batch:
         has_label = batch["labels"] != -100
-        rows = has_label.any(dim=1)
-        first = int(has_label.float().argmax(dim=1)[rows].min()) if bool(rows.any()) else 1
-        batch["logits_to_keep"] = has_label.shape[1] - max(first, 1) + 1
+        length = has_label.shape[1]
+        # Rows without a label count as `length`, so that one device sync gives the earliest label (or none).
+        first = int(torch.where(has_label.any(dim=1), has_label.float().argmax(dim=1), length).min())
+        batch["logits_to_keep"] = length - max(first if first < length else 1, 1) + 1
     return batch["logits_to_keep"]
 
 

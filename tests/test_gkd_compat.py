@@ -171,7 +171,7 @@ def test_gkd_trainer(tiny_dir, tmp_path):
         per_device_eval_batch_size=2, max_new_tokens=8,
     )
     trainer.train()
-    assert trainer.state.log_history[-1]["train_loss"] is not None
+    assert trainer.state.log_history[-1]["train_loss"] > 0  # a KL between two different models (NaN fails too)
     assert any("eval_loss" in log for log in trainer.state.log_history)
     assert "model.safetensors" in os.listdir(tmp_path / "checkpoint-2")
 
