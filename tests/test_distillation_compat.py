@@ -154,7 +154,7 @@ def test_different_teacher_student_hidden_sizes_by_design():
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-def test_applies_logit_scale_and_softcapping_by_design(beta, tiny_dir):
+def test_applies_logit_scale_and_softcapping_by_design(beta):
     """By design: logit scaling and soft-capping are applied by the model's own forward (transformers), whose logits
     the divergences read, so there is nothing to re-apply. Checked: capped logits in, the same reference out."""
     s, t, mask = chunk_inputs()
@@ -839,9 +839,10 @@ def test_teacher_model_revision_reaches_the_teacher_loading(tiny_dir, tmp_path):
         make(tiny_dir, tmp_path, teacher=load(tiny_dir, "llama-teacher"), teacher_model_revision="v1")
 
 
-def test_max_completion_length_is_the_sampled_length(tiny_dir, tmp_path):
-    trainer = make(tiny_dir, tmp_path, max_completion_length=5)
+def test_max_completion_length_and_cache_implementation_reach_the_generation_config(tiny_dir, tmp_path):
+    trainer = make(tiny_dir, tmp_path, max_completion_length=5, cache_implementation="dynamic")
     assert trainer.generation_config.max_new_tokens == 5 == trainer.args.max_new_tokens
+    assert trainer.generation_config.cache_implementation == "dynamic"
 
 
 def test_ds3_gather_for_generation_reaches_the_unwrap(tiny_dir, tmp_path):
