@@ -839,6 +839,26 @@ def test_teacher_model_revision_reaches_the_teacher_loading(tiny_dir, tmp_path):
         make(tiny_dir, tmp_path, teacher=load(tiny_dir, "llama-teacher"), teacher_model_revision="v1")
 
 
+def test_a_distillation_config_given_as_args_is_taken_field_by_field(tiny_dir, tmp_path):
+    """A script that swaps only the trainer class keeps its DistillationConfig: every field carries over."""
+    from trl import DistillationConfig
+
+    args = DistillationConfig(
+        output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", beta=0.5, max_completion_length=6,
+        top_p=0.9, chat_template_kwargs={"enable_thinking": False}, per_device_train_batch_size=3, max_steps=1,
+    )
+    trainer = PromptKDTrainer(
+        model=str(tiny_dir / "llama-student"), teacher_model=str(tiny_dir / "llama-teacher"), args=args,
+        train_dataset=prompt_only(),
+    )
+    assert isinstance(trainer.args, PromptKDConfig)
+    assert (trainer.args.beta, trainer.args.student_loss_type, trainer.args.max_new_tokens) == (0.5, "jsd", 6)
+    assert (trainer.args.learning_rate, trainer.args.top_p) == (1e-6, 0.9)  # DistillationConfig's own default kept
+    assert trainer.args.chat_template_kwargs == {"enable_thinking": False}
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
 def test_max_completion_length_and_cache_implementation_reach_the_generation_config(tiny_dir, tmp_path):
     trainer = make(tiny_dir, tmp_path, max_completion_length=5, cache_implementation="dynamic")
     assert trainer.generation_config.max_new_tokens == 5 == trainer.args.max_new_tokens
