@@ -113,6 +113,8 @@ class PromptKDConfig(SFTConfig):
     value); a completion is cut so that prompt + completion fits in `max_length`, which `DistillationConfig` does not
     have. `temperature` applies to sampling only, as in GKD; `DistillationConfig` also divides the loss's logits by
     it, which `loss_temperature` does here. `lmbda` does not exist in `DistillationConfig` (always on-policy).
+    `shuffle_dataset` has `DistillationConfig`'s meaning (`False` reads the training set in order); `GKDConfig`'s
+    `False` only skips a pre-shuffle, and its sampler still shuffles.
 
     `beta` is the one knob of the student term, as in `DistillationConfig` and GKD's generalized JSD: `0.0` is the
     forward KL KL(prompted teacher || student), `1.0` the reverse KL KL(student || prompted teacher) (the default),
