@@ -11,7 +11,8 @@ bash scripts/setup.sh
 MIN_TESTS=(
   tests/test_trainer.py tests/test_trainer_checks.py tests/test_divergences.py tests/test_config_validation.py
   tests/test_data.py tests/test_formats.py tests/test_checkpointing.py tests/test_evaluation.py
-  tests/test_gkd_compat.py tests/test_cli.py tests/test_examples.py tests/test_packaging.py
+  tests/test_gkd_compat.py tests/test_distillation_compat.py tests/test_cli.py tests/test_examples.py
+  tests/test_packaging.py
 )
 run_min=${MIN_VERSIONS:-$([[ $# -eq 0 ]] && echo 1 || echo 0)}
 if [[ "$run_min" == 1 ]]; then

@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "promptkd_trainer"
 # Imported only on an optional path, each declared as an extra: `deepspeed` (ZeRO), `matplotlib` (demo plots).
 OPTIONAL = {"deepspeed": "deepspeed", "matplotlib": "plots"}
+# Imported only when `report_to` names them (completion tables, as TRL's trainers log them): the user who logs there
+# has installed them, as for transformers' own reporting integrations.
+REPORT_TO = {"wandb", "trackio"}
 
 
 def pyproject():
@@ -61,7 +64,7 @@ def test_core_dependencies_are_what_the_package_imports():
     project = pyproject()["project"]
     declared = {requirement_name(r) for r in project["dependencies"]}
     imported = imported_distributions()
-    needed = {d for d in imported if d not in OPTIONAL}
+    needed = {d for d in imported if d not in OPTIONAL and d not in REPORT_TO}
     missing = needed - declared
     assert not missing, {d: sorted(imported[d]) for d in missing}
     unused = declared - set(imported)
@@ -104,9 +107,8 @@ def test_lower_bounds_are_the_pins_of_the_minimum_set():
         if line:
             name, _, version = line.partition("==")
             pins[requirement_name(name)] = Version(version)
-    requirements = project["dependencies"] + [
-        r for r in project["optional-dependencies"]["test"] if requirement_name(r) in pins
-    ]
+    extras = [r for reqs in project["optional-dependencies"].values() for r in reqs]
+    requirements = project["dependencies"] + [r for r in extras if requirement_name(r) in pins]
     assert {requirement_name(r) for r in project["dependencies"]} <= set(pins)
     for req in requirements:
         name = requirement_name(req)
