@@ -141,15 +141,16 @@ def render(config_cls) -> str:
             "",
             "## Defaults that differ from TRL's GKDConfig",
             "",
-            "The fields shared with `GKDConfig` keep GKD's names and meanings; these keep the paper's defaults instead "
-            "of GKD's, so set them to reproduce a GKD run:",
+            "The fields shared with `GKDConfig` keep GKD's names and meanings; these keep the paper's defaults "
+            "instead of GKD's, so set them to reproduce a GKD run:",
             "",
             *table,
         ]
     for section in order:
         if section not in grouped:
             continue
-        out += ["", f"## {section[0].upper()}{section[1:]}", "", "| name | type | default | help |", "|---|---|---|---|"]
+        heading = f"## {section[0].upper()}{section[1:]}"
+        out += ["", heading, "", "| name | type | default | help |", "|---|---|---|---|"]
         for name in grouped[section]:
             field = all_fields[name]
             help_text = field.metadata.get("help", "")

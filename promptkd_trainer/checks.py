@@ -109,7 +109,8 @@ def fit_max_length(student, teacher, args) -> int | None:
         `ValueError`: the models leave no room for a prompt and a completion.
     """
     s_limit, t_limit = position_limit(student), position_limit(teacher)
-    fits = [lim for lim in (s_limit, None if t_limit is None else t_limit - args.num_virtual_tokens) if lim is not None]
+    t_fit = None if t_limit is None else t_limit - args.num_virtual_tokens
+    fits = [lim for lim in (s_limit, t_fit) if lim is not None]
     if not fits:
         return args.max_length
     fit = min(fits)

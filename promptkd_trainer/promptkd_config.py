@@ -68,7 +68,8 @@ class PromptKDConfig(SFTConfig):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a string.
         num_virtual_tokens (`int`, *optional*, defaults to `7`):
             Length of the teacher's soft prompt (official code: `prompt_len=7`). `0` turns the prompt off: plain
-            on-policy distillation from the frozen teacher (GKD with `lmbda=1`, `beta=1`), PromptKD's ablation baseline.
+            on-policy distillation from the frozen teacher (GKD with `lmbda=1`, `beta=1`), PromptKD's ablation
+            baseline.
         prompt_init_text (`str`, *optional*, defaults to `"Suppose you are a student."`):
             Text whose token embeddings initialise the soft prompt (PEFT `PromptTuningInit.TEXT`; ids repeated or
             truncated to `num_virtual_tokens`). `None` initialises randomly; an empty text is an error.
@@ -157,8 +158,8 @@ class PromptKDConfig(SFTConfig):
     num_virtual_tokens: int = field(
         default=7,
         metadata={
-            "help": f"Number of virtual tokens of the teacher's soft prompt ({_PKD}: prompt_len=7). 0 turns the prompt "
-            "off (plain on-policy distillation, the ablation baseline)."
+            "help": f"Number of virtual tokens of the teacher's soft prompt ({_PKD}: prompt_len=7). 0 turns the "
+            "prompt off (plain on-policy distillation, the ablation baseline)."
         },
     )
     prompt_init_text: str | None = field(
@@ -239,8 +240,8 @@ class PromptKDConfig(SFTConfig):
     divergence_chunk_size: int | None = field(
         default=None,
         metadata={
-            "help": "Token positions per chunk inside the divergences; bounds their extra memory. None: one fp32 chunk "
-            "of ~32 MB (2**23 // vocab_size positions)."
+            "help": "Token positions per chunk inside the divergences; bounds their extra memory. None: one fp32 "
+            "chunk of ~32 MB (2**23 // vocab_size positions)."
         },
     )
     truncate_vocab: bool = field(
@@ -322,7 +323,10 @@ class PromptKDConfig(SFTConfig):
             value = getattr(self, name)
             check(value is None or is_int(value), f"`{name}` must be an integer or None, got {value!r}.")
 
-        check(0.0 <= self.lmbda <= 1.0, f"`lmbda` must be in [0, 1] (probability of an on-policy step), got {self.lmbda}.")
+        check(
+            0.0 <= self.lmbda <= 1.0,
+            f"`lmbda` must be in [0, 1] (probability of an on-policy step), got {self.lmbda}.",
+        )
         check(0.0 <= self.beta <= 1.0, f"`beta` must be in [0, 1] (generalized JSD interpolation), got {self.beta}.")
         check(
             0.0 < self.skew_alpha < 1.0,
@@ -342,13 +346,19 @@ class PromptKDConfig(SFTConfig):
         check(self.reg_coef >= 0.0, f"`reg_coef` must be >= 0 (0 disables the regulariser), got {self.reg_coef}.")
         check(
             self.teacher_learning_rate is None or self.teacher_learning_rate >= 0.0,
-            f"`teacher_learning_rate` must be >= 0 or None (None reuses learning_rate), got {self.teacher_learning_rate}.",
+            "`teacher_learning_rate` must be >= 0 or None (None reuses learning_rate), got "
+            f"{self.teacher_learning_rate}.",
         )
-        check(self.teacher_weight_decay >= 0.0, f"`teacher_weight_decay` must be >= 0, got {self.teacher_weight_decay}.")
+        check(
+            self.teacher_weight_decay >= 0.0, f"`teacher_weight_decay` must be >= 0, got {self.teacher_weight_decay}."
+        )
         for name in ("student_loss_type", "prompt_loss_type", "reg_loss_type"):
             value = getattr(self, name)
             check(value in DIVERGENCE_TYPES, f"`{name}` must be one of {DIVERGENCE_TYPES}, got {value!r}.")
-        check(self.update_order in UPDATE_ORDERS, f"`update_order` must be one of {UPDATE_ORDERS}, got {self.update_order!r}.")
+        check(
+            self.update_order in UPDATE_ORDERS,
+            f"`update_order` must be one of {UPDATE_ORDERS}, got {self.update_order!r}.",
+        )
         check(self.temperature > 0.0, f"`temperature` (sampling) must be > 0, got {self.temperature}.")
         check(self.loss_temperature > 0.0, f"`loss_temperature` must be > 0, got {self.loss_temperature}.")
         check(self.top_k >= 0, f"`top_k` must be >= 0 (0 disables top-k), got {self.top_k}.")

@@ -27,11 +27,30 @@ from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepar
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
-from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
-from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
-from .teacher import accepts_logits_to_keep, create_prompt_optimizer, has_active_dropout, load_teacher
-from .teacher import plain_teacher_logits, prepare_teacher, prompt_parameter, prompted_teacher_logits, step_prompt
-from .teacher import backward_prompt_loss
+from .sampling import (
+    Window,
+    build_generation_config,
+    check_finite,
+    count_completion_tokens,
+    draw_on_policy,
+    generate,
+    logits_to_keep,
+    loss_mask,
+    max_new_tokens,
+    with_completions,
+)
+from .teacher import (
+    accepts_logits_to_keep,
+    backward_prompt_loss,
+    create_prompt_optimizer,
+    has_active_dropout,
+    load_teacher,
+    plain_teacher_logits,
+    prepare_teacher,
+    prompt_parameter,
+    prompted_teacher_logits,
+    step_prompt,
+)
 
 
 logger = logging.get_logger(__name__)

@@ -139,7 +139,9 @@ def generate(
         was_training = unwrapped.training
         unwrapped.eval()  # official code samples with `model.eval()`
         with torch.no_grad():
-            out = unwrapped.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=generation_config)
+            out = unwrapped.generate(
+                input_ids=prompts, attention_mask=prompt_mask, generation_config=generation_config
+            )
         unwrapped.train(was_training)
     return out[:, prompts.shape[1] :]
 

@@ -74,8 +74,9 @@ def build_prompted_teacher(
         cfg = teacher.active_peft_config
         if not isinstance(cfg, PromptTuningConfig):
             raise ValueError(
-                f"The teacher carries a {type(cfg).__name__} adapter; PromptKD needs a prompt-tuning adapter. Merge it "
-                "(`teacher.merge_and_unload()`) and pass the plain model, or pass a model with a PromptTuningConfig."
+                f"The teacher carries a {type(cfg).__name__} adapter; PromptKD needs a prompt-tuning adapter. Merge "
+                "it (`teacher.merge_and_unload()`) and pass the plain model, or pass a model with a "
+                "PromptTuningConfig."
             )
         if cfg.num_virtual_tokens != num_virtual_tokens:
             raise ValueError(

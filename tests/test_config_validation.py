@@ -1,5 +1,5 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`PromptKDConfig` validation and the GKD-compatibility contract of its defaults (issue 10, items 9 and 20)."""
+"""`PromptKDConfig` validation and the GKD-compatibility contract of its defaults."""
 
 import logging
 
@@ -86,7 +86,9 @@ def test_jsd_terms_lists_the_terms_that_use_beta():
 
 
 # The five shared fields whose defaults differ from GKD's, and the value each config gives them.
-DIFFERENT_FROM_GKD = {"lmbda": 1.0, "temperature": 1.0, "max_new_tokens": 256, "learning_rate": 5e-5, "max_length": 512}
+DIFFERENT_FROM_GKD = {
+    "lmbda": 1.0, "temperature": 1.0, "max_new_tokens": 256, "learning_rate": 5e-5, "max_length": 512
+}
 
 
 def test_defaults_that_differ_from_gkd_are_the_documented_ones():
@@ -115,9 +117,9 @@ def test_readme_states_the_differing_defaults_where_it_claims_gkd_compatibility(
 
 def test_bf16_default_follows_transformers_availability_check(monkeypatch):
     """bf16=None resolves through transformers' is_torch_bf16_gpu_available (the check TrainingArguments uses)."""
-    import promptkd_trainer.promptkd_config as module
-
     import transformers.training_args
+
+    import promptkd_trainer.promptkd_config as module
 
     monkeypatch.setattr(module, "is_torch_bf16_gpu_available", lambda: False)
     assert PromptKDConfig("out", report_to="none").bf16 is False

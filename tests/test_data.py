@@ -1,6 +1,5 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`promptkd_trainer.data`: formatting functions, streamed datasets, completion checks over every row, collation
-(issue 10, items 6, 18 and 19, data side)."""
+"""`promptkd_trainer.data`: formatting functions, streamed datasets, completion checks over every row, collation."""
 
 import pytest
 import torch
@@ -42,7 +41,9 @@ def test_formatting_func_text_keeps_a_string_completion(tokenizer):
     rows = [{"question": "add two three", "completion": " five"}]
     out = apply_formatting_func(Dataset.from_list(rows), lambda r: f"Q: {r['question']}\nA:")
     assert out.to_list() == [{"prompt": "Q: add two three\nA:", "completion": " five"}]
-    tokenized = prepare_dataset(Dataset.from_list(rows), tokenizer, 64, formatting_func=lambda r: f"Q: {r['question']}")
+    tokenized = prepare_dataset(
+        Dataset.from_list(rows), tokenizer, 64, formatting_func=lambda r: f"Q: {r['question']}"
+    )
     eos = tokenizer.eos_token_id
     assert tokenized[0]["completion_ids"] == tokenizer(" five", add_special_tokens=False)["input_ids"] + [eos]
 
@@ -120,7 +121,8 @@ def test_streamed_over_long_prompt_raises_instead_of_training_on_nothing(tokeniz
     n_long = len(tokenizer(rows[1]["prompt"])["input_ids"])
     assert n_long >= 32
     prepared = prepare_dataset(streamed, tokenizer, 32)
-    with pytest.raises(ValueError, match=rf"Row 1 of the train dataset has a prompt of {n_long} tokens.*max_length=32"):
+    match = rf"Row 1 of the train dataset has a prompt of {n_long} tokens.*max_length=32"
+    with pytest.raises(ValueError, match=match):
         list(prepared)
     assert len(list(prepare_dataset(streamed, tokenizer, n_long + 1))) == 2  # room left: accepted
 

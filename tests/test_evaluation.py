@@ -35,7 +35,7 @@ needs_data = pytest.mark.skipif(not (MINILLM / "dolly" / "valid.jsonl").exists()
 PROMPTS = ["the cat sat on", "question answer the", "a big red house by the river and", "suppose you are"]
 
 
-# --- metrics ----------------------------------------------------------------------------------------------------------
+# --- metrics ---------------------------------------------------------------------------------------------------------
 
 
 def test_rouge_l_hand_computed():
@@ -81,7 +81,7 @@ def test_paper_generation_kwargs():
     }
 
 
-# --- evaluation sets --------------------------------------------------------------------------------------------------
+# --- evaluation sets -------------------------------------------------------------------------------------------------
 
 
 @needs_data
@@ -113,7 +113,7 @@ def test_load_eval_set_errors_and_alias(tmp_path):
     assert set(EVAL_SETS) == {"dolly", "self_inst", "vicuna", "sinst", "uinst"}
 
 
-# --- generation -------------------------------------------------------------------------------------------------------
+# --- generation ------------------------------------------------------------------------------------------------------
 
 
 def _greedy_full_recompute(forward, tokenizer, prompt, max_new_tokens):
@@ -157,7 +157,8 @@ def test_generate_answers_restores_mode_and_truncates_long_prompts(tiny_dir, tok
 
 
 def _peft_generate_no_cache(prompted, tokenizer, prompt, max_new_tokens, **kwargs):
-    """Reference: `PeftModel.generate` with `use_cache=False` (a full PEFT forward per token; correct on this stack)."""
+    """Reference: `PeftModel.generate` with `use_cache=False` (a full PEFT forward per token; correct on this
+    stack)."""
     x = tokenizer(prompt, return_tensors="pt")
     out = prompted.generate(
         **x,
@@ -221,7 +222,7 @@ def test_evaluate_model(tiny_dir, tokenizer):
     assert res["num_examples"] == 4 and "exact_match_mean" in res and "greedy_exact_match" in res
 
 
-# --- callback ---------------------------------------------------------------------------------------------------------
+# --- callback --------------------------------------------------------------------------------------------------------
 
 
 def _train(tiny_dir, tokenizer, tmp_path, callback, max_steps=3, **extra):
@@ -323,7 +324,7 @@ def test_callback_every_without_trainer_evaluation(tiny_dir, tokenizer, tmp_path
         RougeEvalCallback([], tokenizer)
 
 
-# --- promptkd eval ----------------------------------------------------------------------------------------------------
+# --- promptkd eval ---------------------------------------------------------------------------------------------------
 
 
 def _parse(argv):

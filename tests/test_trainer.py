@@ -428,7 +428,9 @@ def test_invalid_config(tmp_path, kwargs, message):
 
 def test_vocab_mismatch(tiny_dir, tmp_path, tokenizer):
     teacher = build_model("gpt2", tokenizer, n_layer=2, seed=1, vocab_size=len(tokenizer) + 16)
-    common = dict(model=load(tiny_dir, "gpt2-student"), train_dataset=make_messages_dataset(4), processing_class=tokenizer)
+    common = dict(
+        model=load(tiny_dir, "gpt2-student"), train_dataset=make_messages_dataset(4), processing_class=tokenizer
+    )
     with pytest.raises(ValueError, match="truncate_vocab=True"):
         PromptKDTrainer(teacher_model=teacher, args=config(tmp_path), **common)
     trainer = PromptKDTrainer(teacher_model=teacher, args=config(tmp_path, truncate_vocab=True, max_steps=1), **common)
@@ -442,8 +444,8 @@ def test_tokenizer_without_pad_token_uses_eos(tiny_dir, tmp_path):
     student = build_model("gpt2", tok, n_layer=1, seed=2)
     teacher = build_model("gpt2", tok, n_layer=2, seed=1)
     trainer = PromptKDTrainer(
-        model=student, teacher_model=teacher, args=config(tmp_path, max_steps=1), train_dataset=make_messages_dataset(4),
-        processing_class=tok,
+        model=student, teacher_model=teacher, args=config(tmp_path, max_steps=1),
+        train_dataset=make_messages_dataset(4), processing_class=tok,
     )
     assert trainer.processing_class.pad_token_id == trainer.processing_class.eos_token_id
     trainer.train()
@@ -491,7 +493,9 @@ def test_teacher_gradient_checkpointing_same_update(tiny_dir, tmp_path):
     """Checkpointing the teacher recomputes its blocks in the backward to the prompt, and changes nothing else."""
     prompts, calls = [], []
     for gc in (False, True):
-        trainer = fake_generation(make_trainer(tiny_dir, tmp_path / str(gc), max_steps=1, teacher_gradient_checkpointing=gc))
+        trainer = fake_generation(
+            make_trainer(tiny_dir, tmp_path / str(gc), max_steps=1, teacher_gradient_checkpointing=gc)
+        )
         # A submodule of the block: transformers checkpoints `forward`, so the block's own hooks do not re-run.
         attn = trainer.teacher.get_base_model().transformer.h[0].attn
         handle = attn.register_forward_hook(lambda *a: calls.append(gc))
