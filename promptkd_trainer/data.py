@@ -123,9 +123,8 @@ def apply_formatting_func(
 
     As in `SFTTrainer`, the function takes one raw row and returns text. Here that text is the *prompt* that the
     student continues on-policy (PromptKD trains on sampled completions, not on the text itself). A string
-    `completion` column of the raw row is kept as the dataset completion; every other column is dropped. For
-    backward compatibility the function may instead return a dict (`prompt`/`completion` or `messages`), which is
-    merged into the row.
+    `completion` column of the raw row is kept as the dataset completion; every other column is dropped. The
+    function may instead return a dict (`prompt`/`completion` or `messages`), which is merged into the row.
 
     Args:
         dataset (`Dataset` or `IterableDataset`):

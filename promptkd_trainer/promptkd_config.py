@@ -33,7 +33,8 @@ class PromptKDConfig(SFTConfig):
     1. the student samples completions to the batch's prompts (on-policy, `top_k=0`, `top_p=1.0`, `temperature=1.0`);
     2. the prompt is trained with *student guidance*:
        `D_prompt(prompted teacher, student) + w(t) * D_reg(prompted teacher, teacher without prompt)`,
-       with `w(t) = reg_coef * (1 - global_step / max_steps)`;
+       with `w(t) = reg_coef * (1 - (global_step + 1) / max_steps)` (the official code counts the step being
+       computed from 1: `global_step = 1` at the first update);
     3. the student is trained with `D_student(student, prompted teacher)` on the same sampled sequences.
 
     Each divergence is named from the point of view of its *trainable* distribution P (the prompted teacher for the
@@ -90,7 +91,8 @@ class PromptKDConfig(SFTConfig):
         reg_loss_type (`str`, *optional*, defaults to `"reverse_kl"`):
             Divergence of the regulariser, KL(prompted teacher || teacher without prompt) by default.
         reg_coef (`float`, *optional*, defaults to `1.0`):
-            Regulariser coefficient; its weight decays linearly, `reg_coef * (1 - global_step / max_steps)`.
+            Regulariser coefficient; its weight decays linearly, `reg_coef * (1 - (global_step + 1) / max_steps)`,
+            from `reg_coef * (1 - 1 / max_steps)` at the first step to 0 at the last.
         beta (`float`, *optional*, defaults to `0.5`):
             Interpolation of the generalized JSD (GKD's `beta`), used only by the `"jsd"` loss types (a warning is
             logged when it is set while no `"jsd"` term is in use).
@@ -210,7 +212,7 @@ class PromptKDConfig(SFTConfig):
     reg_coef: float = field(
         default=1.0,
         metadata={
-            "help": f"Regulariser coefficient; weight = reg_coef * (1 - global_step / max_steps) ({_PKD}: "
+            "help": f"Regulariser coefficient; weight = reg_coef * (1 - (global_step + 1) / max_steps) ({_PKD}: "
             "--base-coef 1.0, linear decay)."
         },
     )

@@ -98,8 +98,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             As in [`~transformers.Trainer`].
         peft_config (`PeftConfig`, *optional*):
             Adapter for the *student* (e.g. LoRA), as in `SFTTrainer`.
-        formatting_func (`Callable[[dict], dict]`, *optional*):
-            Maps a raw row to a dict with `prompt`/`completion` or `messages`.
+        formatting_func (`Callable[[dict], str | dict]`, *optional*):
+            Maps a raw row to its prompt text (as `SFTTrainer`'s returns the text; a string `completion` column is
+            kept), or to a dict with `prompt`/`completion` or `messages` (docs/datasets.md).
     """
 
     _tag_names = ["trl", "promptkd"]
@@ -146,7 +147,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         peft_config: PeftConfig | None = None,
-        formatting_func: Callable[[dict], dict] | None = None,
+        formatting_func: Callable[[dict], str | dict] | None = None,
     ):
         if model is None:
             raise ValueError("`model` (the student) is required: pass a model or its id / path.")
@@ -291,7 +292,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         """Phase 2, student-guided prompt tuning: L_prompt + w(t) L_reg over the window, then a prompt step.
 
         L_prompt = KL(P_T^prompt || P_S) with the student's distribution as a fixed target (eval mode, no gradient),
-        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, w(t) = reg_coef (1 - t/T). Official
+        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, w(t) = [`_reg_weight`]. Official
         code, block "2. Training Teacher" (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each
         micro-batch's backward frees its graph before the next; the student's graph is never kept alive here.
         """
@@ -349,8 +350,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
     # ------------------------------------------------------------------ the terms
 
     def _reg_weight(self) -> float:
-        """w(t) = reg_coef * (1 - t / T), t the optimizer step being computed, counted from 1 as the official code's
-        `global_step` (`base_ratio = global_step / total_iters`): it goes from reg_coef * (1 - 1/T) to 0."""
+        """w(t) = reg_coef * (1 - (global_step + 1) / max_steps): `global_step + 1` is the optimizer step being
+        computed, counted from 1 as the official code's `global_step` (gmkim-ai/PromptKD @ 383182f,
+        `train_promptkd.py`: `step, global_step = 1, 1`; `base_ratio = float(global_step) / args.total_iters`). It
+        goes from reg_coef * (1 - 1 / max_steps) at the first step to 0 at the last."""
         if self.args.reg_coef == 0:
             return 0.0
         total = max(self.state.max_steps, 1)
