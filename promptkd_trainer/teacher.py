@@ -141,9 +141,15 @@ def prepend_prompt(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input embeddings `[prompt; embed(input_ids)]` and the attention mask extended by the virtual tokens.
 
-    Identical to what PEFT's prompt-tuning forward feeds the base model (`tests/test_trainer.py` checks the logits),
-    without PEFT's forward, which drops `position_ids` with a warning on every call (peft 0.21,
-    `PeftModelForCausalLM.forward`): kept hand-written for that reason.
+    Identical to what PEFT's prompt-tuning forward feeds the base model (`tests/test_trainer.py` checks the logits).
+    It is written here for generation: `PeftModel.generate` with the KV cache on re-inserts the virtual tokens at
+    every decoding step on transformers 5.x + peft 0.21 (checked on transformers 5.24.0, peft 0.21.2). transformers
+    5 passes the cache to `prepare_inputs_for_generation` as `cache`, while PEFT's
+    `PeftModelForCausalLM.prepare_inputs_for_generation` looks for `past_key_values`, finds none and injects the
+    prompt again, so each step feeds `num_virtual_tokens + 1` positions. The same symptom (correct output only with
+    `use_cache=False`) was reported on transformers 4.x as huggingface/peft#1391 and huggingface/peft#2123.
+    [`generate_with_prompt`] and the training forwards share this function so that the prompted teacher is sampled
+    and scored on the same inputs.
     """
     base = prompted.get_base_model()
     embeds = base.get_input_embeddings()(input_ids)
@@ -197,7 +203,7 @@ def generate_with_prompt(
     """Sample from the prompted teacher with the KV cache on; returns only the new tokens `[B, N]`.
 
     `PeftModel.generate` is wrong for prompt tuning on transformers 5.x + peft 0.21 when the cache is on: the virtual
-    tokens are re-inserted at every decoding step (the package's test
+    tokens are re-inserted at every decoding step (see [`prepend_prompt`]; the package's test
     `test_prompted_generation_matches_no_cache_reference` shows it). Calling the base model's `generate` with the
     prompt already prepended as input embeddings is correct and keeps the cache. Left-padded prompts are fine here:
     `generate` derives positions from the attention mask.
