@@ -23,7 +23,8 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from .checkpointing import PromptCheckpointing
 from .checks import check_causal, check_models
-from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer, recheck_prompt_lengths
+from .collation import PromptKDDataCollator, check_collator
+from .data import prepare_datasets, prepare_tokenizer, recheck_prompt_lengths
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
@@ -88,7 +89,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         args ([`PromptKDConfig`], *optional*):
             Configuration; copied, never mutated. Defaults to `PromptKDConfig("<model>-PromptKD")`.
         data_collator (`DataCollator`, *optional*):
-            Defaults to [`~promptkd_trainer.data.PromptKDDataCollator`].
+            Defaults to [`~promptkd_trainer.collation.PromptKDDataCollator`].
         train_dataset, eval_dataset (`Dataset`):
             `messages`, `prompt`/`completion` or prompt-only `prompt` datasets.
         processing_class (`PreTrainedTokenizerBase`, *optional*):

@@ -18,7 +18,7 @@ from accelerate.utils import broadcast_object_list
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.models.utils import unwrap_model_for_generation
 
-from .data import pack_sequences
+from .collation import right_pad_sequences
 from .teacher import generate_with_prompt
 
 
@@ -175,7 +175,7 @@ def with_completions(
         completions[hit_cap & ~ends_with_eos, -1] = eos_ids[0]
     prompts = [row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])]
     comps = [row[:n] for row, n in zip(completions, lengths.tolist())]  # one device sync, not one per row
-    packed = pack_sequences(prompts, comps, pad_token_id, max_length)
+    packed = right_pad_sequences(prompts, comps, pad_token_id, max_length)
     out = dict(batch)
     out.update({k: v.to(batch["prompts"].device) for k, v in packed.items()})
     out.pop("logits_to_keep", None)

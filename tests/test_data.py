@@ -1,18 +1,13 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`promptkd_trainer.data`: formatting functions, streamed datasets, completion checks over every row, collation."""
+"""`promptkd_trainer.data` and `.collation`: formatting functions, streamed datasets, completion checks over every
+row, collation."""
 
 import pytest
 import torch
 from datasets import Dataset, IterableDataset
 
-from promptkd_trainer.data import (
-    PromptKDDataCollator,
-    apply_formatting_func,
-    check_completions,
-    empty_completion_rows,
-    pack_sequences,
-    prepare_dataset,
-)
+from promptkd_trainer.collation import PromptKDDataCollator, right_pad_sequences
+from promptkd_trainer.data import apply_formatting_func, check_completions, empty_completion_rows, prepare_dataset
 
 
 RAW = [
@@ -191,7 +186,7 @@ def test_collator_pads_prompts_left_and_sequences_right():
     assert all(v.dtype == torch.long for v in batch.values())
 
 
-def test_pack_sequences_keeps_the_device_and_takes_tensors_or_lists():
-    out = pack_sequences([torch.tensor([5, 6]), [7]], [torch.tensor([8]), []], pad_id=0)
+def test_right_pad_sequences_takes_tensors_or_lists():
+    out = right_pad_sequences([torch.tensor([5, 6]), [7]], [torch.tensor([8]), []], pad_id=0)
     assert out["input_ids"].tolist() == [[5, 6, 8], [7, 0, 0]]
     assert out["labels"].tolist() == [[-100, -100, 8], [-100, -100, -100]]

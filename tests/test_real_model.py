@@ -283,7 +283,8 @@ def test_real_tokenizer_template_and_padding(smollm2_dir):
     right-padded batch (training) and a left-padded batch (generation) give each row what it gets alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptkd_trainer.data import PromptKDDataCollator, tokenize_example
+    from promptkd_trainer.collation import PromptKDDataCollator
+    from promptkd_trainer.data import tokenize_example
     from promptkd_trainer.teacher import build_prompted_teacher, generate_with_prompt, prompted_teacher_logits
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
