@@ -30,6 +30,7 @@ from .divergences import divergence
 from .promptkd_config import PromptKDConfig
 from .sampling import (
     Window,
+    align_logits,
     build_generation_config,
     check_finite,
     count_completion_tokens,
@@ -388,11 +389,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         return prompt_loss, reg_loss, weight
 
     def _student_logits(self, model, batch) -> torch.Tensor:
-        k = logits_to_keep(batch) if self._student_keeps_logits else 0
-        kwargs = {"logits_to_keep": k} if k else {}
+        kwargs = {"logits_to_keep": logits_to_keep(batch)} if self._student_keeps_logits else {}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
-        logits = logits.logits[:, :-1]
-        return logits if k else logits[:, logits.shape[1] - logits_to_keep(batch) + 1 :]
+        return align_logits(logits.logits, batch)
 
     def _student_target(self, model, batch, logits_with_grad=None) -> torch.Tensor:
         """P_S as the prompt's fixed target: eval mode, no gradient (official code: `model.eval()` in block 1)."""
@@ -414,10 +413,8 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
         self.teacher.train(grad and self._teacher_train_mode)
         try:
-            k = logits_to_keep(batch)
-            keep = k if self._teacher_keeps_logits else 0
-            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep)
-            return logits[:, logits.shape[1] - k :][:, :-1]
+            keep = logits_to_keep(batch) if self._teacher_keeps_logits else 0
+            return align_logits(fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep), batch)
         finally:
             self.teacher.eval()
 

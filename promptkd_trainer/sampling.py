@@ -236,6 +236,17 @@ def logits_to_keep(batch: dict[str, torch.Tensor]) -> int:
     return batch["logits_to_keep"]
 
 
+def align_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The k - 1 positions the losses read, `[B, k - 1, V]`, from logits over the last k positions or more.
+
+    Student and teacher logits (whether the model computed only the last k = [`logits_to_keep`] positions or all of
+    them) both go through here, so that position i of each predicts the same token: the last k are kept and the
+    final one, which predicts past the sequence, is dropped. [`loss_mask`] marks the completions among them.
+    """
+    k = logits_to_keep(batch)
+    return logits[:, logits.shape[1] - k : -1]
+
+
 def loss_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Completion positions among the kept logits (the last k - 1, after the causal shift)."""
     k = logits_to_keep(batch)
