@@ -90,6 +90,14 @@ def build_generation_config(
     return config, eos
 
 
+# The draw's seed packs (seed, step, micro-step) into one integer, mixed-radix: keys are distinct in any run of fewer
+# than 1,000,003 optimizer steps with fewer than 1,009 micro-batches per step (gradient accumulation). Beyond that two
+# micro-batches may share a key: each is still on-policy with probability lmbda, only not independently of the other.
+# Changing either constant changes which micro-batches are on-policy (and so every lmbda < 1 result).
+_STEPS_PER_SEED = 1_000_003
+_MICRO_STEPS_PER_STEP = 1_009
+
+
 def draw_on_policy(lmbda: float, seed: int, step: int, micro_step: int, accelerator) -> bool:
     """Whether micro-batch `micro_step` of optimizer step `step` is on-policy (probability `lmbda`).
 
@@ -98,7 +106,7 @@ def draw_on_policy(lmbda: float, seed: int, step: int, micro_step: int, accelera
     """
     if lmbda >= 1.0:
         return True
-    key = (seed * 1_000_003 + step) * 1_009 + micro_step
+    key = (seed * _STEPS_PER_SEED + step) * _MICRO_STEPS_PER_STEP + micro_step
     draw = [random.Random(key).random() < lmbda]
     if accelerator.num_processes > 1:
         broadcast_object_list(draw, from_process=0)
