@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
-from .teacher import _has_tokenizer, base_model
+from .teacher import base_model, has_tokenizer
 
 
 logger = logging.get_logger(__name__)
@@ -50,7 +50,7 @@ def check_same_tokenizer(teacher, tokenizer: PreTrainedTokenizerBase) -> None:
     PromptKD compares the two distributions id by id, so the same id must mean the same token.
     """
     path = base_model(teacher).name_or_path
-    if not _has_tokenizer(path) or os.path.realpath(path) == os.path.realpath(tokenizer.name_or_path or "."):
+    if not has_tokenizer(path) or os.path.realpath(path) == os.path.realpath(tokenizer.name_or_path or "."):
         return
     from transformers import AutoTokenizer
 

@@ -118,7 +118,7 @@ def _missing_local_path(name: str | None) -> bool:
 
 def _local_split_exists(path: str, split: str) -> bool:
     """Whether a local dataset path holds a split of that name (a file is one split; a directory may hold several)."""
-    from .formats import _builder_for
+    from .formats import builder_for
 
     path = os.path.expanduser(path)
     if not os.path.isdir(path):
@@ -128,7 +128,7 @@ def _local_split_exists(path: str, split: str) -> bool:
         with open(dict_json, encoding="utf-8") as f:
             return split in json.load(f).get("splits", [])
     return any(
-        f.split(".")[0] == split and _builder_for(f) is not None for f in os.listdir(path)
+        f.split(".")[0] == split and builder_for(f) is not None for f in os.listdir(path)
     )
 
 

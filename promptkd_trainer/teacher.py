@@ -26,7 +26,7 @@ logger = logging.get_logger(__name__)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def _has_tokenizer(name_or_path: str | None) -> bool:
+def has_tokenizer(name_or_path: str | None) -> bool:
     """Whether `AutoTokenizer.from_pretrained(name_or_path)` can load a tokenizer from this local directory.
 
     A bare `vocab.json` + `merges.txt` (e.g. a copied GPT-2 vocabulary) is not enough for AutoTokenizer.
@@ -97,7 +97,7 @@ def build_prompted_teacher(
             # PEFT's TEXT init loads the tokenizer from a path; prefer the teacher's own (official code uses the
             # teacher's tokenizer), else the trainer's processing class, which shares the vocabulary.
             candidates = (getattr(teacher, "name_or_path", None), getattr(tokenizer, "name_or_path", None))
-            tok_path = next((c for c in candidates if _has_tokenizer(c)), None)
+            tok_path = next((c for c in candidates if has_tokenizer(c)), None)
             peft_config = PromptTuningConfig(
                 task_type=TaskType.CAUSAL_LM,
                 num_virtual_tokens=num_virtual_tokens,
