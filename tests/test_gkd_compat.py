@@ -18,12 +18,16 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load, make_messages_dataset, make_prompt_completion_dataset
+from conftest import SAME_MATH_FP32, load, make_messages_dataset, make_prompt_completion_dataset
 from datasets import Dataset
 from transformers import AutoTokenizer, GenerationConfig
 
 from promptkd_trainer import PromptKDConfig, PromptKDTrainer, generalized_jsd
 from promptkd_trainer.sampling import generate, with_completions
+
+
+# One float32 loss normalised two ways (its token sum divided by `num_items_in_batch`, or TRL's mean over tokens).
+NORMALISED_TWO_WAYS = dict(rtol=1e-4, atol=1e-6)
 
 
 def gkd_like_config(tmp_path, **kwargs):
@@ -141,7 +145,7 @@ def test_reductions_equal_trl(logits, reduction, beta, with_labels):
     mask = None if labels is None else labels != -100
     ours = generalized_jsd(s, t, beta=beta, mask=mask, temperature=2.0, reduction=reduction)
     theirs = trl_generalized_jsd(s, t, labels, beta=beta, temperature=2.0, reduction=reduction)
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, **SAME_MATH_FP32)
 
 
 def test_num_items_takes_precedence_as_in_trl(logits):
@@ -236,8 +240,8 @@ def test_loss_normalizes_by_num_items_in_batch(tiny_dir, tmp_path):
         loss_mean = trainer.compute_loss(trainer.model, batch)
         loss_global = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid)
         loss_double = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid * 2)
-    torch.testing.assert_close(loss_global, loss_mean, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(loss_double, loss_mean / 2, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss_global, loss_mean, **NORMALISED_TWO_WAYS)
+    torch.testing.assert_close(loss_double, loss_mean / 2, **NORMALISED_TWO_WAYS)
 
 
 def test_loss_covers_all_completion_tokens_with_variable_length_prompts(tiny_dir, tmp_path):
@@ -254,7 +258,7 @@ def test_loss_covers_all_completion_tokens_with_variable_length_prompts(tiny_dir
     with torch.no_grad():
         loss_mean = trainer.compute_loss(trainer.model, batch)
         loss_global = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid)
-    torch.testing.assert_close(loss_global, loss_mean, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss_global, loss_mean, **NORMALISED_TWO_WAYS)
 
 
 # ------------------------------------------------------------------------------ what a GKD user's script relies on
