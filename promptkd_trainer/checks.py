@@ -16,6 +16,10 @@ from .teacher import base_model, has_tokenizer
 
 logger = logging.get_logger(__name__)
 
+# Position 0's logits from 3 tokens vs from 1 differ only by kernel rounding (other shapes) in a causal model; in one
+# that looks ahead they change by much more. A loose float32 tolerance, so that no causal model is refused.
+_CAUSAL_CHECK_TOLERANCE = dict(rtol=1e-3, atol=1e-4)
+
 
 def check_vocab(student, teacher, tokenizer: PreTrainedTokenizerBase, truncate: bool) -> int | None:
     """Check that student and teacher distributions can be compared entry by entry.
@@ -85,7 +89,7 @@ def check_causal(model, role: str) -> None:
         first = base(input_ids=ids[:, :1], attention_mask=torch.ones_like(ids[:, :1]), use_cache=False).logits[0, 0]
     base.train(was_training)
     # NaN weights make both NaN: that is for the non-finite loss check to report, not this one.
-    if not torch.allclose(full, first.float(), rtol=1e-3, atol=1e-4, equal_nan=True):
+    if not torch.allclose(full, first.float(), **_CAUSAL_CHECK_TOLERANCE, equal_nan=True):
         raise ValueError(f"The {role} ({name}) is not causal: its prediction at a position depends on later tokens. "
                          f"{advice}")
 

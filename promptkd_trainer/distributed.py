@@ -127,6 +127,8 @@ def teacher_zero3_config(accelerator: Accelerator, hidden_size: int | None) -> d
     config.pop("scheduler", None)
     zero = config.setdefault("zero_optimization", {})
     zero.pop("offload_optimizer", None)
+    # Bucket sizes change communication granularity and memory, never results: a config without a hidden size gets
+    # those of a mid-size model.
     hidden = hidden_size or 1024
     defaults = {
         "reduce_bucket_size": hidden * hidden,
