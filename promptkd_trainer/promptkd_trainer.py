@@ -294,9 +294,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         """Phase 2, student-guided prompt tuning: L_prompt + w(t) L_reg over the window, then a prompt step.
 
         L_prompt = KL(P_T^prompt || P_S) with the student's distribution as a fixed target (eval mode, no gradient),
-        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, w(t) = [`_reg_weight`]. Official
-        code, block "2. Training Teacher" (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each
-        micro-batch's backward frees its graph before the next; the student's graph is never kept alive here.
+        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, and
+        w(t) = reg_coef * (1 - (global_step + 1) / max_steps). Official code, block "2. Training Teacher"
+        (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each micro-batch's backward frees its graph
+        before the next; the student's graph is never kept alive here.
         """
         for batch in window.batches:
             target = self._student_target(model, batch)
