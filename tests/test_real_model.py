@@ -241,7 +241,8 @@ def test_promptkd_with_the_real_teacher_saves_a_reloadable_prompt(smollm2_dir, t
         assert proc.returncode == 0, proc.stderr[-3000:]
         result = json.loads((tmp_path / f"eval-{name}" / "scores.json").read_text())["sets"]["dolly"]
         assert result["num_examples"] == 3
-        answers = [json.loads(line)["text"] for line in open(tmp_path / f"eval-{name}" / "answers_dolly_greedy.jsonl")]
+        lines = (tmp_path / f"eval-{name}" / "answers_dolly_greedy.jsonl").read_text().splitlines()
+        answers = [json.loads(line)["text"] for line in lines]
         assert answers == expected_answers[name]
 
 
