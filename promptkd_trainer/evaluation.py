@@ -44,6 +44,7 @@ from trl.trainer.utils import pad
 from .checks import check_vocab
 from .formats import alpaca_prompt
 from .generation import (
+    PAPER_SAMPLING,
     encode_prompts,
     end_token_ids,
     generate_answers,
@@ -68,16 +69,13 @@ EVAL_SETS = {
     "uinst": "uinst/valid.jsonl",
 }
 
-_SCORER = None
-
-
+@functools.cache
 def _scorer():
-    global _SCORER
-    if _SCORER is None:
-        from rouge_score import rouge_scorer
+    """The official scorer, built once. `rouge_score` imports nltk (0.4 s): imported when ROUGE is first scored, not
+    with the package."""
+    from rouge_score import rouge_scorer
 
-        _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return _SCORER
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def _as_references(references: str | Sequence[str]) -> list[str]:
@@ -642,7 +640,8 @@ class RougeEvalCallback(TrainerCallback):
 
     The key is `{prefix}_{metric_name}`, with the prefix of the evaluation (`eval`, or `eval_<name>` for a dict of
     eval datasets; the answers are generated once per step and shared). Every process generates the full set, so
-    that all ranks take the same best-checkpoint decision.
+    that all ranks take the same best-checkpoint decision. While it generates, the main process shows a progress bar,
+    unless the Trainer's `disable_tqdm` is set.
 
     Args:
         eval_examples (`list[dict]` or `datasets.Dataset`):
@@ -694,12 +693,18 @@ class RougeEvalCallback(TrainerCallback):
         self.history: list[dict[str, float]] = []
         self.last_answers: list[str] = []
         self._cache: tuple[int, float] | None = None
+        # Set from the Trainer's `disable_tqdm` and process at each evaluation, as its own progress bars are.
+        self.show_progress = False
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
-        """Generate answers for the evaluation examples with `model` and return their mean ROUGE-L (x100)."""
-        kwargs = (
-            {"do_sample": False} if self.greedy else {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-        )
+        """Generate answers for the evaluation examples with `model` and return their mean ROUGE-L (x100).
+
+        A progress bar shows while it generates when `self.show_progress` is set (from the Trainer's `disable_tqdm`,
+        on the main process).
+        """
+        kwargs = {"do_sample": False} if self.greedy else dict(PAPER_SAMPLING)
+        kwargs.setdefault("show_progress", self.show_progress)
+        kwargs.setdefault("progress_desc", f"{self.metric_name} generation")
         kwargs.update(self.generation_kwargs)
         kwargs.setdefault("max_new_tokens", self.max_new_tokens)
         kwargs.setdefault("batch_size", self.batch_size)
@@ -708,9 +713,10 @@ class RougeEvalCallback(TrainerCallback):
         self.last_answers = answers
         return compute_rouge_l(answers, [ex["references"] for ex in self.examples])
 
-    def _score_at(self, state, model, tokenizer) -> float:
+    def _score_at(self, args, state, model, tokenizer) -> float:
         if self._cache is not None and self._cache[0] == state.global_step:
             return self._cache[1]
+        self.show_progress = state.is_local_process_zero and not args.disable_tqdm
         if tokenizer is None:
             raise ValueError(
                 "RougeEvalCallback has no tokenizer: pass `tokenizer=` or give the trainer a processing_class."
@@ -733,7 +739,7 @@ class RougeEvalCallback(TrainerCallback):
             return
         prefix = next((k[: -len("_runtime")] for k in metrics if k.endswith("_runtime")), "eval")
         key = f"{prefix}_{self.metric_name}"
-        value = self._score_at(state, model, self.tokenizer or processing_class)
+        value = self._score_at(args, state, model, self.tokenizer or processing_class)
         metrics[key] = value
         if state.log_history:
             last = state.log_history[-1]
@@ -743,7 +749,7 @@ class RougeEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.every is None or model is None or state.global_step % self.every != 0:
             return
-        value = self._score_at(state, model, self.tokenizer or processing_class)
+        value = self._score_at(args, state, model, self.tokenizer or processing_class)
         entry = {f"eval_{self.metric_name}": value, "step": state.global_step}
         if state.epoch is not None:
             entry["epoch"] = state.epoch

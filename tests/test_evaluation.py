@@ -40,7 +40,7 @@ needs_data = pytest.mark.skipif(not (MINILLM / "dolly" / "valid.jsonl").exists()
 PROMPTS = ["the cat sat on", "question answer the", "a big red house by the river and", "suppose you are"]
 
 
-# --- metrics ----------------------------------------------------------------------------------------------------------
+# --- metrics ---------------------------------------------------------------------------------------------------------
 
 
 def test_rouge_l_hand_computed():
@@ -86,7 +86,7 @@ def test_paper_generation_kwargs():
     }
 
 
-# --- evaluation sets --------------------------------------------------------------------------------------------------
+# --- evaluation sets -------------------------------------------------------------------------------------------------
 
 
 @needs_data
@@ -118,7 +118,7 @@ def test_load_eval_set_errors_and_alias(tmp_path):
     assert set(EVAL_SETS) == {"dolly", "self_inst", "vicuna", "sinst", "uinst"}
 
 
-# --- generation -------------------------------------------------------------------------------------------------------
+# --- generation ------------------------------------------------------------------------------------------------------
 
 
 def _greedy_full_recompute(forward, tokenizer, prompt, max_new_tokens):
@@ -162,7 +162,8 @@ def test_generate_answers_restores_mode_and_truncates_long_prompts(tiny_dir, tok
 
 
 def _peft_generate_no_cache(prompted, tokenizer, prompt, max_new_tokens, **kwargs):
-    """Reference: `PeftModel.generate` with `use_cache=False` (a full PEFT forward per token; correct on this stack)."""
+    """Reference: `PeftModel.generate` with `use_cache=False` (one full PEFT forward per token; correct on this stack).
+    """
     x = tokenizer(prompt, return_tensors="pt")
     out = prompted.generate(
         **x,
@@ -226,7 +227,7 @@ def test_evaluate_model(tiny_dir, tokenizer):
     assert res["num_examples"] == 4 and "exact_match_mean" in res and "greedy_exact_match" in res
 
 
-# --- callback ---------------------------------------------------------------------------------------------------------
+# --- callback --------------------------------------------------------------------------------------------------------
 
 
 def _train(tiny_dir, tokenizer, tmp_path, callback, max_steps=3, **extra):
@@ -328,7 +329,7 @@ def test_callback_every_without_trainer_evaluation(tiny_dir, tokenizer, tmp_path
         RougeEvalCallback([], tokenizer)
 
 
-# --- promptkd eval ----------------------------------------------------------------------------------------------------
+# --- promptkd eval ---------------------------------------------------------------------------------------------------
 
 
 def _parse(argv):
@@ -572,7 +573,8 @@ def test_promptkd_eval_exposure_bias(tiny_dir, tokenizer, tmp_path, capsys):
     out = tmp_path / "eb"
     cli.main([
         "eval", "--exposure_bias", "--model", str(tiny_dir / "gpt2-student"),
-        "--teacher", str(tiny_dir / "gpt2-teacher"), "--teacher_prompt", str(tmp_path / "teacher_prompt"), "--data_dir", str(data), "--sets", "dolly", "--seeds", "7",
+        "--teacher", str(tiny_dir / "gpt2-teacher"), "--teacher_prompt", str(tmp_path / "teacher_prompt"),
+        "--data_dir", str(data), "--sets", "dolly", "--seeds", "7",
         "--max_new_tokens", "5", "--exposure_bias_samples", "2", "--batch_size", "2", "--output_dir", str(out),
         "--disable_tqdm",
     ])
@@ -593,3 +595,38 @@ def test_promptkd_eval_exposure_bias(tiny_dir, tokenizer, tmp_path, capsys):
     assert saved["sets"]["dolly"]["num_examples"] == 3 and saved["teacher_prompt"] == str(tmp_path / "teacher_prompt")
     with pytest.raises(ValueError, match="--model and --teacher"):
         cli.main(["eval", "--exposure_bias", "--model", str(tiny_dir / "gpt2-student"), "--data_dir", str(data)])
+
+
+# --- progress bars ---------------------------------------------------------------------------------------------------
+
+
+def test_progress_bars_show_per_set_and_seed_and_disable_tqdm_silences_them(tiny_dir, tokenizer, tmp_path, capsys):
+    from transformers import TrainerState
+
+    model = load(tiny_dir, "gpt2-student")
+    evaluate_model(model, tokenizer, EXAMPLES, seeds=(10, 20), greedy=True, generation_kwargs={"max_new_tokens": 3},
+                   progress_desc="dolly")
+    err = capsys.readouterr().err
+    assert all(f"dolly {run}" in err for run in ("seed 10", "seed 20", "greedy")) and "0/2 " in err  # 2 prompts
+    evaluate_model(model, tokenizer, EXAMPLES, seeds=(10,), generation_kwargs={"max_new_tokens": 3},
+                   show_progress=False)
+    assert capsys.readouterr().err == ""
+
+    # The callback follows the Trainer's `disable_tqdm`.
+    cb = RougeEvalCallback(EXAMPLES, tokenizer, max_new_tokens=3)
+    for step, disable in enumerate((False, True)):
+        args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=disable, report_to="none", use_cpu=True)
+        state = TrainerState()
+        state.global_step = step  # a new step: scored again, not served from the cache
+        cb.on_evaluate(args, state, None, metrics={"eval_runtime": 0.1}, model=model)
+        assert ("rougeL generation" in capsys.readouterr().err) is not disable
+
+    # `promptkd eval`: one bar per set and seed; --disable_tqdm silences them.
+    data = _tiny_eval_dir(tmp_path)
+    common = ["--model", str(tiny_dir / "gpt2-student"), "--data_dir", str(data), "--sets", "dolly", "--seeds", "10",
+              "20", "--max_new_tokens", "3", "--output_dir", str(tmp_path / "e")]
+    run_eval(_parse(common))
+    err = capsys.readouterr().err
+    assert "dolly seed 10" in err and "dolly seed 20" in err
+    run_eval(_parse([*common, "--disable_tqdm"]))
+    assert "dolly seed" not in capsys.readouterr().err
