@@ -285,8 +285,6 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_exposure_bias(args: argparse.Namespace, eval_sets, generation_kwargs: dict[str, Any]) -> dict[str, Any]:
     """`promptkd eval --exposure_bias`: ExAccErr of `--model` against `--teacher` on each set; writes `scores.json`."""
-    if args.teacher_prompt and not args.teacher:
-        raise ValueError("--teacher_prompt needs --teacher (the base model the prompt was trained on).")
     student = _load_model(args.model, args).to(_device(args))
     tokenizer = _load_tokenizer(args, args.model, student)
     teacher, _ = _load_teacher(args)
