@@ -47,12 +47,13 @@ def right_pad_sequences(
     completions: list[list[int]] | list[torch.Tensor],
     pad_id: int,
     max_length: int | None = None,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-pad `prompt + completion` sequences; labels are the completion tokens, -100 elsewhere.
 
     Right padding keeps every real token at the same position in the student (0..L-1) and in the prompted teacher
     (n..n+L-1), as the official code does (gmkim-ai/PromptKD @ 383182f, `data_utils/lm_datasets.py` right-pads the
-    training sequences).
+    training sequences). `pad_to_multiple_of` rounds the padded width up (e.g. for kernels that want multiples of 8).
     """
     rows, label_rows = [], []
     for p, c in zip(prompts, completions):
@@ -62,10 +63,11 @@ def right_pad_sequences(
             c = c[: max(max_length - len(p), 0)]
         rows.append(torch.cat([p, c]))
         label_rows.append(torch.cat([torch.full_like(p, -100), c]))
+    kwargs = {"padding_side": "right", "pad_to_multiple_of": pad_to_multiple_of}
     return {
-        "input_ids": pad(rows, padding_value=pad_id, padding_side="right"),
-        "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="right"),
-        "labels": pad(label_rows, padding_value=-100, padding_side="right"),
+        "input_ids": pad(rows, padding_value=pad_id, **kwargs),
+        "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0, **kwargs),
+        "labels": pad(label_rows, padding_value=-100, **kwargs),
     }
 
 
@@ -75,16 +77,21 @@ class PromptKDDataCollator:
 
     Batch keys: `prompts`, `prompt_attention_mask` (left-padded, as generation needs), and `input_ids`,
     `attention_mask`, `labels` (right-padded prompt + dataset completion, used on off-policy steps and in evaluation).
+    With `pad_to_multiple_of`, every width is rounded up to a multiple of it (`SFTConfig.pad_to_multiple_of`).
     """
 
     pad_token_id: int
     max_length: int | None = None
+    pad_to_multiple_of: int | None = None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = [torch.as_tensor(ex["prompt_ids"], dtype=torch.long) for ex in examples]
         completions = [ex["completion_ids"] for ex in examples]
-        batch = right_pad_sequences(prompts, completions, self.pad_token_id, self.max_length)
-        batch["prompts"] = pad(prompts, padding_value=self.pad_token_id, padding_side="left")
+        multiple = self.pad_to_multiple_of
+        batch = right_pad_sequences(
+            prompts, completions, self.pad_token_id, self.max_length, pad_to_multiple_of=multiple
+        )
+        batch["prompts"] = pad(prompts, self.pad_token_id, padding_side="left", pad_to_multiple_of=multiple)
         masks = [torch.ones_like(p) for p in prompts]
-        batch["prompt_attention_mask"] = pad(masks, padding_value=0, padding_side="left")
+        batch["prompt_attention_mask"] = pad(masks, 0, padding_side="left", pad_to_multiple_of=multiple)
         return batch
