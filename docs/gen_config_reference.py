@@ -183,8 +183,8 @@ def render(config_cls) -> str:
             "",
             "## Defaults that differ from TRL's GKDConfig and DistillationConfig",
             "",
-            "The fields shared with `GKDConfig` and `DistillationConfig` keep TRL's names and meanings; these keep the "
-            "paper's defaults instead of TRL's, so set them to reproduce a TRL run:",
+            "The fields shared with `GKDConfig` and `DistillationConfig` keep TRL's names and meanings; these keep "
+            "the paper's defaults instead of TRL's, so set them to reproduce a TRL run:",
             "",
             *table,
             "",
@@ -193,7 +193,8 @@ def render(config_cls) -> str:
     for section in order:
         if section not in grouped:
             continue
-        out += ["", f"## {section[0].upper()}{section[1:]}", "", "| name | type | default | help |", "|---|---|---|---|"]
+        heading = f"## {section[0].upper()}{section[1:]}"
+        out += ["", heading, "", "| name | type | default | help |", "|---|---|---|---|"]
         for name in grouped[section]:
             field = all_fields[name]
             help_text = field.metadata.get("help", "")

@@ -30,6 +30,7 @@ from transformers.utils import logging
 
 from .teacher import base_model
 
+
 logger = logging.get_logger(__name__)
 
 PROMPT_ADAPTER_DIR = "teacher_prompt"
@@ -318,9 +319,9 @@ class PromptCheckpointing:
     """
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or `"true"`,
-        as the command line passes it), and refusing a checkpoint with missing prompt state or one trained on another
-        teacher before anything loads."""
+        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or
+        `"true"`, as the command line passes it), and refusing a checkpoint with missing prompt state or one trained
+        on another teacher before anything loads."""
         self._prompt_teacher_identity()  # on every rank: under ZeRO-3 reading the embeddings is collective
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
             if not os.path.isdir(resume_from_checkpoint):  # `--resume_from_checkpoint true` on the command line

@@ -28,7 +28,8 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class TrainScriptArguments:
-    """Arguments of `promptkd train` that are neither TRL's `ScriptArguments` / `ModelConfig` nor [`PromptKDConfig`]."""
+    """Arguments of `promptkd train` that are neither TRL's `ScriptArguments` / `ModelConfig` nor
+    [`PromptKDConfig`]."""
 
     dataset_format: str = field(
         default="auto",
@@ -64,7 +65,8 @@ class TrainScriptArguments:
 
 
 def make_train_parser():
-    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`, `TrainScriptArguments`."""
+    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`,
+    `TrainScriptArguments`."""
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from .promptkd_config import PromptKDConfig
@@ -116,7 +118,7 @@ def _missing_local_path(name: str | None) -> bool:
 
 def _local_split_exists(path: str, split: str) -> bool:
     """Whether a local dataset path holds a split of that name (a file is one split; a directory may hold several)."""
-    from .formats import _builder_for
+    from .formats import builder_for
 
     path = os.path.expanduser(path)
     if not os.path.isdir(path):
@@ -126,7 +128,7 @@ def _local_split_exists(path: str, split: str) -> bool:
         with open(dict_json, encoding="utf-8") as f:
             return split in json.load(f).get("splits", [])
     return any(
-        f.split(".")[0] == split and _builder_for(f) is not None for f in os.listdir(path)
+        f.split(".")[0] == split and builder_for(f) is not None for f in os.listdir(path)
     )
 
 
@@ -221,7 +223,9 @@ def run_train(argv: list[str] | None = None):
 
             rows = list(eval_dataset.take(extra_args.eval_rouge_examples))
             callbacks.append(
-                RougeEvalCallback(rows, tokenizer, max_new_tokens=config.max_new_tokens, greedy=False, seed=config.seed)
+                RougeEvalCallback(
+                    rows, tokenizer, max_new_tokens=config.max_new_tokens, greedy=False, seed=config.seed
+                )
             )
 
     trainer = PromptKDTrainer(

@@ -34,10 +34,10 @@ engine for ZeRO-1/2, where a plain full teacher on the device is all PromptKD ne
 from __future__ import annotations
 
 import copy
-import os
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate.utils import parse_flag_from_env
 from transformers.utils import logging
 
 
@@ -61,10 +61,6 @@ FSDP_UNSUPPORTED_MESSAGE = (
 )
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "y", "on")
-
-
 def check_fsdp_unsupported(args: TrainingArguments) -> None:
     """Raise a `ValueError` when FSDP is requested, through the arguments or through `accelerate launch`.
 
@@ -79,7 +75,7 @@ def check_fsdp_unsupported(args: TrainingArguments) -> None:
         `ValueError`: FSDP is requested; the message ([`FSDP_UNSUPPORTED_MESSAGE`]) gives the reason and the
         DeepSpeed alternative.
     """
-    if getattr(args, "fsdp", None) or _truthy(os.environ.get("ACCELERATE_USE_FSDP")):
+    if getattr(args, "fsdp", None) or parse_flag_from_env("ACCELERATE_USE_FSDP"):
         raise ValueError(FSDP_UNSUPPORTED_MESSAGE)
 
 
@@ -131,6 +127,8 @@ def teacher_zero3_config(accelerator: Accelerator, hidden_size: int | None) -> d
     config.pop("scheduler", None)
     zero = config.setdefault("zero_optimization", {})
     zero.pop("offload_optimizer", None)
+    # Bucket sizes change communication granularity and memory, never results: a config without a hidden size gets
+    # those of a mid-size model.
     hidden = hidden_size or 1024
     defaults = {
         "reduce_bucket_size": hidden * hidden,

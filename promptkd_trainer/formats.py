@@ -153,7 +153,8 @@ def to_prompt_completion(
     """
     if isinstance(dataset, (DatasetDict, datasets.IterableDatasetDict)):
         raise ValueError(
-            f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. dataset['train']."
+            f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. "
+            "dataset['train']."
         )
     columns = dataset.column_names
     if columns is None:  # an IterableDataset with unresolved features (e.g. from_generator)
@@ -181,7 +182,9 @@ def to_prompt_completion(
     return dataset.map(_convert_row, fn_kwargs={"fmt": fmt, "keep_references": keep_references}, **kwargs)
 
 
-def _builder_for(path: str) -> str | None:
+def builder_for(path: str) -> str | None:
+    """The `datasets` builder (`"json"`, `"csv"` or `"parquet"`) that reads a data file, from its extension;
+    `None` for a file that is not a dataset."""
     name = path.lower()
     for ext in (".jsonl.gz", ".json.gz"):
         if name.endswith(ext):
@@ -193,7 +196,7 @@ def _files_in_dir(directory: str, split: str) -> tuple[str, list[str]]:
     files = sorted(
         os.path.join(directory, f)
         for f in os.listdir(directory)
-        if os.path.isfile(os.path.join(directory, f)) and _builder_for(f) is not None
+        if os.path.isfile(os.path.join(directory, f)) and builder_for(f) is not None
     )
     if not files:
         raise ValueError(
@@ -208,7 +211,7 @@ def _files_in_dir(directory: str, split: str) -> tuple[str, list[str]]:
             f"Directory {directory!r} holds several data files {[os.path.basename(f) for f in files]} and none is "
             f"named after split {split!r}; pass one file, or the split whose file to load (e.g. split='valid')."
         )
-    builders = {_builder_for(f) for f in files}
+    builders = {builder_for(f) for f in files}
     if len(builders) > 1:
         raise ValueError(f"Directory {directory!r} mixes data file types: {[os.path.basename(f) for f in files]}.")
     return builders.pop(), files
@@ -247,7 +250,7 @@ def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwar
     """
     path = os.path.expanduser(os.fspath(path_or_id))
     if os.path.isfile(path):
-        builder = _builder_for(path)
+        builder = builder_for(path)
         if builder is None:
             raise ValueError(f"Unsupported data file {path!r}: expected .jsonl, .json, .parquet or .csv.")
         return _load_local(builder, path, f"Data file {path!r}", **kwargs)

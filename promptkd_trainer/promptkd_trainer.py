@@ -25,16 +25,42 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from .checkpointing import PromptCheckpointing
 from .checks import check_causal, check_models
-from .data import PromptKDDataCollator, check_collator, eval_completions_reason, prepare_datasets, prepare_tokenizer
-from .data import prepare_eval_datasets, recheck_prompt_lengths
+from .collation import PromptKDDataCollator, check_collator
+from .data import (
+    eval_completions_reason,
+    prepare_datasets,
+    prepare_eval_datasets,
+    prepare_tokenizer,
+    recheck_prompt_lengths,
+)
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .promptkd_config import PromptKDConfig
-from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
-from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
-from .teacher import accepts_logits_to_keep, create_prompt_optimizer, has_active_dropout, load_teacher
-from .teacher import plain_teacher_logits, prepare_teacher, prompt_parameter, prompted_teacher_logits, step_prompt
-from .teacher import backward_prompt_loss
+from .sampling import (
+    Window,
+    align_logits,
+    build_generation_config,
+    check_finite,
+    count_completion_tokens,
+    draw_on_policy,
+    generate,
+    logits_to_keep,
+    loss_mask,
+    max_new_tokens,
+    with_completions,
+)
+from .teacher import (
+    accepts_logits_to_keep,
+    backward_prompt_loss,
+    create_prompt_optimizer,
+    has_active_dropout,
+    load_teacher,
+    plain_teacher_logits,
+    prepare_teacher,
+    prompt_parameter,
+    prompted_teacher_logits,
+    step_prompt,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -72,7 +98,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         args ([`PromptKDConfig`], *optional*):
             Configuration; copied, never mutated. Defaults to `PromptKDConfig("<model>-PromptKD")`.
         data_collator (`DataCollator`, *optional*):
-            Defaults to [`~promptkd_trainer.data.PromptKDDataCollator`].
+            Defaults to [`~promptkd_trainer.collation.PromptKDDataCollator`].
         train_dataset, eval_dataset (`Dataset`):
             `messages`, `prompt`/`completion` or prompt-only `prompt` datasets.
         processing_class (`PreTrainedTokenizerBase`, *optional*):
@@ -82,8 +108,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             As in [`~transformers.Trainer`].
         peft_config (`PeftConfig`, *optional*):
             Adapter for the *student* (e.g. LoRA), as in `SFTTrainer`.
-        formatting_func (`Callable[[dict], dict]`, *optional*):
-            Maps a raw row to a dict with `prompt`/`completion` or `messages`.
+        formatting_func (`Callable[[dict], str | dict]`, *optional*):
+            Maps a raw row to its prompt text (as `SFTTrainer`'s returns the text; a string `completion` column is
+            kept), or to a dict with `prompt`/`completion` or `messages` (docs/datasets.md).
         quantization_config (`BitsAndBytesConfig`, *optional*):
             Quantization of the *student* when it is given as a string, as in TRL's `DistillationTrainer` and
             `SFTTrainer` (combine with `peft_config` for QLoRA); ignored, with a warning, for an instantiated model.
@@ -136,7 +163,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         peft_config: PeftConfig | None = None,
-        formatting_func: Callable[[dict], dict] | None = None,
+        formatting_func: Callable[[dict], str | dict] | None = None,
         quantization_config=None,
         tools: list[Callable] | None = None,
     ):
@@ -310,9 +337,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         """Phase 2, student-guided prompt tuning: L_prompt + w(t) L_reg over the window, then a prompt step.
 
         L_prompt = KL(P_T^prompt || P_S) with the student's distribution as a fixed target (eval mode, no gradient),
-        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, w(t) = reg_coef (1 - t/T). Official
-        code, block "2. Training Teacher" (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each
-        micro-batch's backward frees its graph before the next; the student's graph is never kept alive here.
+        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, and
+        w(t) = reg_coef * (1 - (global_step + 1) / max_steps). Official code, block "2. Training Teacher"
+        (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each micro-batch's backward frees its graph
+        before the next; the student's graph is never kept alive here.
         """
         for batch in window.batches:
             target = self._student_target(model, batch)
@@ -428,8 +456,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
     # ------------------------------------------------------------------ the terms
 
     def _reg_weight(self) -> float:
-        """w(t) = reg_coef * (1 - t / T), t the optimizer step being computed, counted from 1 as the official code's
-        `global_step` (`base_ratio = global_step / total_iters`): it goes from reg_coef * (1 - 1/T) to 0."""
+        """w(t) = reg_coef * (1 - (global_step + 1) / max_steps): `global_step + 1` is the optimizer step being
+        computed, counted from 1 as the official code's `global_step` (gmkim-ai/PromptKD @ 383182f,
+        `train_promptkd.py`: `step, global_step = 1, 1`; `base_ratio = float(global_step) / args.total_iters`). It
+        goes from reg_coef * (1 - 1 / max_steps) at the first step to 0 at the last."""
         if self.args.reg_coef == 0:
             return 0.0
         total = max(self.state.max_steps, 1)
@@ -465,11 +495,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         return prompt_loss, reg_loss, weight
 
     def _student_logits(self, model, batch) -> torch.Tensor:
-        k = logits_to_keep(batch) if self._student_keeps_logits else 0
-        kwargs = {"logits_to_keep": k} if k else {}
+        kwargs = {"logits_to_keep": logits_to_keep(batch)} if self._student_keeps_logits else {}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
-        logits = logits.logits[:, :-1]
-        return logits if k else logits[:, logits.shape[1] - logits_to_keep(batch) + 1 :]
+        return align_logits(logits.logits, batch)
 
     def _student_target(self, model, batch, logits_with_grad=None) -> torch.Tensor:
         """P_S as the prompt's fixed target: eval mode, no gradient (official code: `model.eval()` in block 1)."""
@@ -491,10 +519,8 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
         self.teacher.train(grad and self._teacher_train_mode)
         try:
-            k = logits_to_keep(batch)
-            keep = k if self._teacher_keeps_logits else 0
-            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep)
-            return logits[:, logits.shape[1] - k :][:, :-1]
+            keep = logits_to_keep(batch) if self._teacher_keeps_logits else 0
+            return align_logits(fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep), batch)
         finally:
             self.teacher.eval()
 

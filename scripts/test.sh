@@ -11,5 +11,6 @@ export TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # DeepSpeed JIT-builds its CPU communication op on first use (~30 s); keep it with the venv.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.venv/torch_extensions}
+.venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
 .venv/bin/mkdocs build --strict --site-dir "${TMPDIR:-/tmp}/promptkd-site"

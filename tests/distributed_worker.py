@@ -250,7 +250,10 @@ def train_one(spec: dict, run: dict) -> None:
 
     trainer.save_model(str(out / "final"))
     torch.save(
-        {"student": _gathered_state(trainer.model), "prompt": prompt_parameter(trainer.teacher).detach().clone().cpu()},
+        {
+            "student": _gathered_state(trainer.model),
+            "prompt": prompt_parameter(trainer.teacher).detach().clone().cpu(),
+        },
         out / f"params_rank{rank}.pt",
     )
     (out / f"rank{rank}.json").write_text(json.dumps(result, default=float))

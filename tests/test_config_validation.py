@@ -284,9 +284,9 @@ def test_readme_states_the_differing_defaults_where_it_claims_trl_compatibility(
 
 def test_bf16_default_follows_transformers_availability_check(monkeypatch):
     """bf16=None resolves through transformers' is_torch_bf16_gpu_available (the check TrainingArguments uses)."""
-    import promptkd_trainer.promptkd_config as module
-
     import transformers.training_args
+
+    import promptkd_trainer.promptkd_config as module
 
     monkeypatch.setattr(module, "is_torch_bf16_gpu_available", lambda: False)
     assert PromptKDConfig("out", report_to="none").bf16 is False

@@ -1,6 +1,5 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""Packaging: the license ships, and the declared dependencies are exactly what the package imports (issue 10,
-item 22)."""
+"""Packaging: the license ships, and the declared dependencies are exactly what the package imports."""
 
 import ast
 import re
