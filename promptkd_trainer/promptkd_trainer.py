@@ -614,28 +614,37 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         prompts, completions = list(self._completion_logs["prompt"]), list(self._completion_logs["completion"])
         if not prompts:
             return
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         from transformers.utils import is_rich_available
         from trl.trainer.utils import print_prompt_completions_sample
 
         step = self.state.global_step
         if is_rich_available():
             print_prompt_completions_sample(prompts, completions, {}, None, step, self.args.num_completions_to_print)
-        table = pd.DataFrame({"step": [step] * len(prompts), "prompt": prompts, "completion": completions})
         os.makedirs(os.path.join(self.args.output_dir, "completions"), exist_ok=True)
-        table.to_parquet(os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
+        # pyarrow (a dependency of datasets) writes the parquet file; no pandas needed.
+        pq.write_table(
+            pa.table({"step": [step] * len(prompts), "prompt": prompts, "completion": completions}),
+            os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"),
+        )
+        rows = [[step, p, c] for p, c in zip(prompts, completions)]
         if self.args.log_unique_prompts:
-            table = table.drop_duplicates(subset=["prompt"])
+            seen = set()
+            rows = [r for r in rows if not (r[1] in seen or seen.add(r[1]))]
+        columns = ["step", "prompt", "completion"]
         report_to = self.args.report_to or []
+        # Imported only when the user asked for that logger in `report_to` (transformers' integration callbacks
+        # require it installed then), as DistillationTrainer does; neither is a dependency of this package.
         if "wandb" in report_to:
             import wandb
 
             if wandb.run is not None:
-                wandb.log({"completions": wandb.Table(dataframe=table)})
+                wandb.log({"completions": wandb.Table(columns=columns, data=rows)})
         if "trackio" in report_to:
             import trackio
 
-            trackio.log({"completions": trackio.Table(dataframe=table)})
+            trackio.log({"completions": trackio.Table(columns=columns, data=rows)})
 
     def _log_window(self, window: Window) -> None:
         """Append the window's per-term sums (averaged over ranks) to the metrics that `SFTTrainer.log` emits."""

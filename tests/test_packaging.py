@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "promptkd_trainer"
 # Imported only on an optional path, each declared as an extra: `deepspeed` (ZeRO), `matplotlib` (demo plots).
 OPTIONAL = {"deepspeed": "deepspeed", "matplotlib": "plots"}
+# Imported only when the user names that logger in `report_to` (log_completions), which transformers' own
+# integration callbacks already require installed: not a dependency of this package, nor an extra.
+REPORTERS = {"wandb", "trackio"}
 
 
 def pyproject():
@@ -60,7 +63,7 @@ def test_core_dependencies_are_what_the_package_imports():
     project = pyproject()["project"]
     declared = {requirement_name(r) for r in project["dependencies"]}
     imported = imported_distributions()
-    needed = {d for d in imported if d not in OPTIONAL}
+    needed = {d for d in imported if d not in OPTIONAL and d not in REPORTERS}
     missing = needed - declared
     assert not missing, {d: sorted(imported[d]) for d in missing}
     unused = declared - set(imported)
