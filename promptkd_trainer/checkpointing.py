@@ -10,8 +10,9 @@ A [`PromptKDTrainer`] checkpoint is the Trainer's own (student weights, optimize
   `weights_only=True`);
 - `promptkd_complete.json`, written last: a checkpoint without it was interrupted while being saved.
 
-The trainer mixin [`PromptCheckpointing`] also names the teacher and the adapter in the model card, and sends the
-metrics that callbacks add in `on_evaluate` (e.g. `eval_rougeL`) to the `report_to` loggers.
+The trainer mixin [`PromptCheckpointing`] writes and restores these files. The model card's section on the teacher is
+`model_card.py`; the metrics that callbacks add in `on_evaluate` reach the loggers through
+[`~promptkd_trainer.evaluation.CallbackMetricsLogging`], next to the ROUGE-L callback.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def _architecture(config) -> dict:
     text = config.get_text_config()
     values = {key: getattr(text, key, None) for key in _ARCHITECTURE_KEYS}
     return {key: value for key, value in values.items() if isinstance(value, (int, str, bool))}
+
+
+def teacher_identity_name(teacher) -> str:
+    """The teacher's name or path, as recorded with its prompt and named in the model card."""
+    base = base_model(teacher)
+    return str(getattr(base, "name_or_path", "") or base.config._name_or_path or "(a teacher given in memory)")
 
 
 def teacher_identity(teacher) -> dict:
@@ -285,36 +292,15 @@ def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[s
     return None, skipped
 
 
-def teacher_card_section(teacher, use_prompt: bool) -> str:
-    """The model card's section on the teacher and the `teacher_prompt/` adapter (Markdown)."""
-    name = teacher_identity_name(teacher)
-    if not use_prompt:
-        return f"\n## Teacher\n\nDistilled on-policy from the teacher `{name}` (no soft prompt).\n"
-    n_tokens = teacher.active_peft_config.num_virtual_tokens
-    return (
-        f"\n## Teacher and soft prompt\n\nDistilled with PromptKD from the teacher `{name}`. The teacher's soft "
-        f"prompt ({n_tokens} virtual tokens, trained with the student) is saved next to the student's weights in "
-        f"`{PROMPT_ADAPTER_DIR}/`, as a PEFT prompt-tuning adapter for that teacher:\n\n```python\n"
-        "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
-        f'teacher = AutoModelForCausalLM.from_pretrained("{name}")\n'
-        f'prompted_teacher = PeftModel.from_pretrained(teacher, "{PROMPT_ADAPTER_DIR}")\n```\n'
-    )
-
-
-def teacher_identity_name(teacher) -> str:
-    base = base_model(teacher)
-    return str(getattr(base, "name_or_path", "") or base.config._name_or_path or "(a teacher given in memory)")
-
-
 # ---------------------------------------------------------------------------------------------- the Trainer mixin
 
 
 class PromptCheckpointing:
     """Trainer mixin (before the `Trainer` class in the bases) that saves and restores the prompt with the student,
-    marks complete checkpoints, and writes the teacher and the prompt into the model card.
+    marks complete checkpoints, and resumes from the last complete one.
 
     It expects the trainer's `teacher`, `use_prompt`, `prompt_optimizer`, `prompt_scheduler` and
-    `_create_prompt_optimizer(num_training_steps)`.
+    `_prompt_optimizer_and_scheduler()` (which creates the last two on first use).
     """
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
@@ -357,35 +343,6 @@ class PromptCheckpointing:
         if self.args.should_save and self.use_prompt:
             save_prompt(self.teacher, output_dir or self.args.output_dir, self._prompt_teacher_identity())
 
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
-        """TRL's model card, plus the teacher and how to load the `teacher_prompt/` adapter saved with the student."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.exists(path):
-            with open(path, "a") as f:
-                f.write(teacher_card_section(self.teacher, self.use_prompt))
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        super().log(logs, start_time)
-        self._logged_keys = set(logs)
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """`Trainer.evaluate`, then send the metrics that callbacks added in `on_evaluate` (e.g. `eval_rougeL` of
-        `RougeEvalCallback`) to the loggers: the Trainer calls `on_log` (where `report_to` integrations write) before
-        `on_evaluate`, so they would otherwise never see them."""
-        self._logged_keys = None
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        # A dict of eval sets recurses into this method once per set, each of which reports its own.
-        logged, self._logged_keys = self._logged_keys, None
-        if logged is not None:
-            late = {k: v for k, v in metrics.items() if k not in logged and isinstance(v, (int, float))}
-            if late:
-                if self.state.log_history and logged <= self.state.log_history[-1].keys():
-                    for key, value in late.items():
-                        self.state.log_history[-1].setdefault(key, value)
-                self.control = self.callback_handler.on_log(self.args, self.state, self.control, late)
-        return metrics
-
     # The private Trainer methods below are overridden because the Trainer has no public hook for state saved next
     # to its optimizer, restored with the best model, or written after a checkpoint; checked against transformers 5.24.
 
@@ -415,9 +372,8 @@ class PromptCheckpointing:
         if checkpoint is None or not self.use_prompt:
             return
         load_prompt(self.teacher, checkpoint)
-        self._create_prompt_optimizer(self.state.max_steps)
         if not self.args.save_only_model:  # such checkpoints hold no optimizer state, the student's neither
-            load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
+            load_prompt_optimizer(*self._prompt_optimizer_and_scheduler(), checkpoint)
 
     def _load_best_model(self) -> None:
         # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the

@@ -412,3 +412,31 @@ class RougeEvalCallback(TrainerCallback):
         if state.epoch is not None:
             entry["epoch"] = state.epoch
         state.log_history.append(entry)
+
+
+class CallbackMetricsLogging:
+    """Trainer mixin (before the `Trainer` class in the bases) that sends the metrics callbacks add in `on_evaluate`
+    (e.g. `eval_rougeL` of [`RougeEvalCallback`]) to the `report_to` loggers.
+
+    The Trainer calls `on_log` (where the integrations write) before `on_evaluate`, so a plain `Trainer` never shows
+    them to TensorBoard or W&B; this mixin calls `on_log` once more with the keys that arrived late.
+    """
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)
+        self._logged_keys = set(logs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, then send the metrics that callbacks added in `on_evaluate` to the loggers."""
+        self._logged_keys = None
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        # A dict of eval sets recurses into this method once per set, each of which reports its own.
+        logged, self._logged_keys = self._logged_keys, None
+        if logged is not None:
+            late = {k: v for k, v in metrics.items() if k not in logged and isinstance(v, (int, float))}
+            if late:
+                if self.state.log_history and logged <= self.state.log_history[-1].keys():
+                    for key, value in late.items():
+                        self.state.log_history[-1].setdefault(key, value)
+                self.control = self.callback_handler.on_log(self.args, self.state, self.control, late)
+        return metrics

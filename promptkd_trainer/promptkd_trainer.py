@@ -2,7 +2,8 @@
 """[`PromptKDTrainer`]: PromptKD as a drop-in TRL trainer (GKD-compatible constructor and arguments).
 
 The method is the three phases of [`PromptKDTrainer.training_step`]; construction is a list of named steps, each
-defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`.
+defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`,
+the model card `model_card.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .checks import check_causal, check_models
 from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer, recheck_prompt_lengths
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
+from .evaluation import CallbackMetricsLogging
+from .model_card import TeacherModelCard
 from .promptkd_config import PromptKDConfig
 from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
 from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
@@ -41,7 +44,7 @@ def _config_view(name: str, doc: str) -> property:
     return property(lambda self: getattr(self.args, name), doc=f"{doc} Read-only: `args.{name}`.")
 
 
-class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
+class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogging, SFTTrainer):
     """Trainer for PromptKD (Kim, Jang, Yang, Findings of EMNLP 2024): on-policy distillation through a soft prompt
     trained on the frozen teacher with student guidance.
 
@@ -411,21 +414,20 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
 
     # ------------------------------------------------------------------ the prompt's optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        scheduler = super().create_scheduler(num_training_steps, optimizer)
-        if self.use_prompt:
-            self._create_prompt_optimizer(num_training_steps)
-        return scheduler
-
-    def _create_prompt_optimizer(self, num_training_steps: int) -> None:
+    def _prompt_optimizer_and_scheduler(self):
+        """The prompt's AdamW and scheduler (`prompt_optimizer`, `prompt_scheduler`), created here and only here, on
+        first use: the first prompt step, or restoring them on resume. In `train()` both happen after the Trainer has
+        set `state.max_steps`, the schedule's length (a `training_step` called outside `train()` gets a schedule of
+        `max(state.max_steps, 1)` steps)."""
         if self.prompt_optimizer is None:
             self.prompt_optimizer, self.prompt_scheduler = create_prompt_optimizer(
-                prompt_parameter(self.teacher), self.args, num_training_steps
+                prompt_parameter(self.teacher), self.args, max(self.state.max_steps, 1)
             )
+        return self.prompt_optimizer, self.prompt_scheduler
 
     def _step_prompt(self, window: Window) -> None:
-        self._create_prompt_optimizer(max(self.state.max_steps, 1))  # no-op once `train()` has created it
-        norm = step_prompt(self.teacher, self.prompt_optimizer, self.prompt_scheduler, self.accelerator, self.args)
+        optimizer, scheduler = self._prompt_optimizer_and_scheduler()
+        norm = step_prompt(self.teacher, optimizer, scheduler, self.accelerator, self.args)
         if norm is not None:
             window.stats["prompt_grad_norm"] = norm
 
