@@ -24,12 +24,19 @@ import re
 import torch
 from peft import PeftModel, PromptTuningInit, set_peft_model_state_dict
 from peft.utils.integrations import gather_params_ctx
-from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .files import (
+    check_checkpoint_files,
+    check_torch_archive,
+    check_writes_inside,
+    read_json,
+    read_safetensors,
+    safetensors_shapes,
+)
 from .teacher import base_model
+
 
 logger = logging.get_logger(__name__)
 
@@ -39,13 +46,17 @@ PROMPT_SCHEDULER_NAME = "prompt_scheduler.pt"
 TEACHER_IDENTITY_NAME = "teacher_identity.json"
 COMPLETE_MARKER_NAME = "promptkd_complete.json"
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_ADAPTER_CONFIG = "adapter_config.json"
 _TRAINER_STATE = "trainer_state.json"
+_IDENTITY_KEYS = ("name_or_path", "architecture", "embedding_shape", "embedding_dtype", "embedding_rows",
+                  "embedding_sample")
 
 # The architecture entries compared (those a config has): a whole-config hash would change with how the teacher is
 # loaded and with the transformers version that wrote it.
 _ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                       "num_key_value_heads", "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
 _FINGERPRINT_ROWS, _FINGERPRINT_COLS = 8, 16
+_CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 # ---------------------------------------------------------------------------------------------- teacher identity
@@ -91,8 +102,8 @@ def _prompt_hidden_size(adapter_dir: str) -> int | None:
     path = os.path.join(adapter_dir, _ADAPTER_WEIGHTS)
     if not os.path.exists(path):
         return None
-    with safe_open(path, framework="pt") as f:
-        return f.get_slice(next(iter(f.keys()))).get_shape()[-1]
+    shapes = list(safetensors_shapes(path).values())
+    return shapes[0][-1] if shapes else None
 
 
 def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
@@ -110,17 +121,18 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
 
     Raises:
         `FileNotFoundError`: `adapter_dir` holds no adapter.
+        [`~promptkd_trainer.files.DamagedFileError`]: `adapter_config.json`, the weights or `teacher_identity.json`
+        is truncated or malformed.
         `ValueError`: the adapter is not a prompt-tuning one, the prompt's hidden size is not the teacher's, or the
         recorded identity (architecture, embedding shape or embedding weights) differs. An adapter saved without
         `teacher_identity.json` (by older versions) is only checked for its size, with a warning.
     """
-    config_path = os.path.join(adapter_dir, "adapter_config.json")
+    config_path = os.path.join(adapter_dir, _ADAPTER_CONFIG)
     if not os.path.exists(config_path):
         raise FileNotFoundError(
             f"No PEFT adapter in {adapter_dir} (no adapter_config.json): pass a `teacher_prompt/` folder."
         )
-    with open(config_path) as f:
-        peft_type = json.load(f).get("peft_type")
+    peft_type = read_json(config_path, keys=("peft_type",))["peft_type"]
     if peft_type != "PROMPT_TUNING":
         raise ValueError(
             f"{adapter_dir} holds a {peft_type} adapter, not a prompt-tuning one (a PromptKD `teacher_prompt/`)."
@@ -141,8 +153,7 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
             "was trained on this teacher; make sure it was."
         )
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_json(path, keys=_IDENTITY_KEYS)
     reason = None
     if saved["embedding_shape"] != current["embedding_shape"]:
         reason = f"input embeddings of shape {saved['embedding_shape']}, not {current['embedding_shape']}"
@@ -183,6 +194,7 @@ def save_prompt(teacher: PeftModel, output_dir: str, identity: dict | None = Non
     one, e.g. for an in-memory tokenizer). The init text stays in `prompt_tuning_init_text` as a record.
     """
     adapter_dir = os.path.join(output_dir, PROMPT_ADAPTER_DIR)
+    check_writes_inside(output_dir, adapter_dir)
     config = teacher.active_peft_config
     init, tokenizer_path = config.prompt_tuning_init, config.tokenizer_name_or_path
     config.prompt_tuning_init, config.tokenizer_name_or_path = PromptTuningInit.RANDOM, None
@@ -214,7 +226,7 @@ def load_prompt(teacher: PeftModel, checkpoint: str) -> None:
         )
     # Read on CPU: safetensors rejects indexed CPU devices ("device cpu:0 is invalid"), which is what
     # `accelerator.device` is in a multi-process CPU run; the state dict is copied into the prompt's own device.
-    set_peft_model_state_dict(teacher, load_file(adapter, device="cpu"))
+    set_peft_model_state_dict(teacher, read_safetensors(adapter, device="cpu"))
 
 
 def load_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, checkpoint: str) -> None:
@@ -228,6 +240,7 @@ def load_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, checkpoin
         path = os.path.join(checkpoint, name)
         if not os.path.exists(path):
             raise FileNotFoundError(_missing_message(checkpoint, [name]))
+        check_torch_archive(path)
         # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict moves
         # the moments to the prompt's device.
         obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -254,6 +267,40 @@ def missing_checkpoint_files(checkpoint: str, use_prompt: bool = True, optimizer
     return [name for name in expected if not os.path.exists(os.path.join(checkpoint, name))]
 
 
+def check_saves_stay_inside(output_dir: str) -> None:
+    """Refuse a symbolic link in `output_dir` through which a save would write outside it: one of the files saved at
+    its top level (`README.md`, the student's weights, ...), `teacher_prompt/`, or a `checkpoint-N` folder or anything
+    in it ([`~promptkd_trainer.files.check_writes_inside`]). Other folders (e.g. a linked `runs/` for TensorBoard)
+    are not written by a save and are left alone.
+
+    Raises:
+        `ValueError`: such a link exists; the message names it.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    check_writes_inside(output_dir, output_dir, recursive=False)
+    for name in sorted(os.listdir(output_dir)):
+        if name == PROMPT_ADAPTER_DIR or _CHECKPOINT_PATTERN.match(name):
+            check_writes_inside(output_dir, os.path.join(output_dir, name))
+
+
+def check_same_prompt_length(checkpoint: str, num_virtual_tokens: int) -> None:
+    """Refuse to resume from `checkpoint` with another prompt length than the one it was trained with (PEFT would
+    fail on a bare tensor `size mismatch`).
+
+    Raises:
+        `ValueError`: the lengths differ, or one of the two has no prompt; the message names both values.
+    """
+    config_path = os.path.join(checkpoint, PROMPT_ADAPTER_DIR, _ADAPTER_CONFIG)
+    saved = read_json(config_path).get("num_virtual_tokens", 0) if os.path.isfile(config_path) else 0
+    if saved != num_virtual_tokens:
+        raise ValueError(
+            f"Cannot resume from {checkpoint} with num_virtual_tokens={num_virtual_tokens}: it was trained with "
+            f"num_virtual_tokens={saved} ({config_path if saved else 'no prompt'}). Set "
+            f"`num_virtual_tokens={saved}` to resume it, or train from scratch (without resuming) with the new value."
+        )
+
+
 def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest `checkpoint-N` folder of `output_dir` whose save completed (it holds `promptkd_complete.json`).
 
@@ -267,13 +314,12 @@ def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[s
     Returns:
         `(path or None, skipped)`: `skipped` lists the newer incomplete folders with what they lack.
     """
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
     found = []
     if os.path.isdir(output_dir):
         found = sorted(
             (int(m.group(1)), os.path.join(output_dir, name))
             for name in os.listdir(output_dir)
-            if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+            if (m := _CHECKPOINT_PATTERN.match(name)) and os.path.isdir(os.path.join(output_dir, name))
         )
     skipped = []
     for _, path in reversed(found):
@@ -304,9 +350,11 @@ class PromptCheckpointing:
     """
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or `"true"`,
-        as the command line passes it), and refusing a checkpoint with missing prompt state or one trained on another
-        teacher before anything loads."""
+        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or
+        `"true"`, as the command line passes it), and refusing before anything loads or trains: a checkpoint with
+        missing prompt state, a damaged file, another `num_virtual_tokens` or another teacher, and a symbolic link in
+        `output_dir` that a save would write through ([`check_saves_stay_inside`])."""
+        check_saves_stay_inside(self.args.output_dir)
         self._prompt_teacher_identity()  # on every rank: under ZeRO-3 reading the embeddings is collective
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
             if not os.path.isdir(resume_from_checkpoint):  # `--resume_from_checkpoint true` on the command line
@@ -328,8 +376,18 @@ class PromptCheckpointing:
             logger.warning(f"{checkpoint} has no {COMPLETE_MARKER_NAME}: its save may have been interrupted.")
         elif missing:
             raise FileNotFoundError(_missing_message(checkpoint, [m for m in missing if m != COMPLETE_MARKER_NAME]))
+        check_checkpoint_files(checkpoint)  # the Trainer's own loaders would fail on a damaged file without its name
+        check_same_prompt_length(checkpoint, self.args.num_virtual_tokens)
         if self.use_prompt:
             check_prompt_matches_teacher(self.teacher, os.path.join(checkpoint, PROMPT_ADAPTER_DIR))
+        # transformers only logs a missing RNG state at info level; the run then draws other samples.
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        if not os.path.isfile(os.path.join(checkpoint, name)):
+            logger.warning(
+                f"{checkpoint} has no {name}: the random number generators cannot be restored, so the resumed run "
+                "will not be reproducible (it samples other completions than an uninterrupted run would). Resume "
+                "from a checkpoint that has it to continue the same run."
+            )
 
     def _prompt_teacher_identity(self) -> dict | None:
         # The teacher is frozen: its identity is computed once and saved with every checkpoint.
@@ -338,7 +396,14 @@ class PromptCheckpointing:
         return getattr(self, "_teacher_identity", None)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
+        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`.
+
+        Raises:
+            `ValueError`: before anything is written, when a symbolic link in `output_dir` would send a file
+            elsewhere ([`check_saves_stay_inside`]).
+        """
+        if self.args.should_save:
+            check_saves_stay_inside(output_dir or self.args.output_dir)
         super().save_model(output_dir, _internal_call)
         if self.args.should_save and self.use_prompt:
             save_prompt(self.teacher, output_dir or self.args.output_dir, self._prompt_teacher_identity())
@@ -349,10 +414,13 @@ class PromptCheckpointing:
     def _save_checkpoint(self, model, trial) -> None:
         # The marker is removed first and written last, so that a folder re-saved over (after a resume) is not taken
         # for complete while half of it is new.
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         marker = os.path.join(folder, COMPLETE_MARKER_NAME)
-        if self.args.should_save and os.path.exists(marker):
-            os.remove(marker)
+        if self.args.should_save:
+            check_saves_stay_inside(run_dir)  # before anything is written (TRL writes the model card first)
+            if os.path.exists(marker):
+                os.remove(marker)
         super()._save_checkpoint(model, trial)
         # Every rank writes its part (DeepSpeed shards); the marker waits for all of them.
         self.accelerator.wait_for_everyone()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from .checkpointing import PROMPT_ADAPTER_DIR, teacher_identity_name
+from .files import check_writes_inside
 
 
 def teacher_card_section(teacher, use_prompt: bool) -> str:
@@ -32,9 +33,16 @@ class TeacherModelCard:
     """
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
-        """TRL's model card, plus the teacher and how to load the `teacher_prompt/` adapter saved with the student."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        """TRL's model card, plus the teacher and how to load the `teacher_prompt/` adapter saved with the student.
+
+        Raises:
+            `ValueError`: before anything is written, when `output_dir/README.md` is a symbolic link that points
+            outside `output_dir`.
+        """
         path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero():
+            check_writes_inside(self.args.output_dir, path)
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if self.is_world_process_zero() and os.path.exists(path):
             with open(path, "a") as f:
                 f.write(teacher_card_section(self.teacher, self.use_prompt))

@@ -1,0 +1,182 @@
+# Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
+"""Faults and bad inputs: writes that stay inside output_dir, damaged checkpoint and data files, resume mismatches,
+message layouts, preemption signals and a stalled rank. Each error is checked for what it names and says to do."""
+
+import json
+import logging
+import os
+import shutil
+
+import pytest
+from test_trainer import fake_generation, make_trainer
+from transformers import TrainerCallback
+
+from promptkd_trainer.checkpointing import PROMPT_ADAPTER_DIR
+from promptkd_trainer.files import CHECKPOINT_DAMAGED, DamagedFileError, read_jsonl
+
+
+CKPT = dict(max_steps=2, save_strategy="steps", save_steps=1, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tiny_dir, tmp_path_factory):
+    """A 2-step run saving checkpoint-1 and checkpoint-2."""
+    root = tmp_path_factory.mktemp("ckpt")
+    fake_generation(make_trainer(tiny_dir, root, **CKPT)).train()
+    return root / "out"
+
+
+def copy_out(two_checkpoints, tmp_path):
+    shutil.copytree(two_checkpoints, tmp_path / "out")
+    return tmp_path / "out"
+
+
+def outside_dir(tmp_path):
+    """A folder outside output_dir holding one file that must survive untouched."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("untouched")
+    return outside
+
+
+def assert_untouched(outside):
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+    assert (outside / "keep.txt").read_text() == "untouched"
+
+
+# ------------------------------------------------------------------------------------ writes stay inside output_dir
+
+
+def test_model_card_refuses_readme_link_outside(tiny_dir, tmp_path):
+    outside = outside_dir(tmp_path)
+    trainer = make_trainer(tiny_dir, tmp_path, max_steps=1)
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    os.symlink(outside / "keep.txt", tmp_path / "out" / "README.md")
+    with pytest.raises(ValueError, match=r"README\.md: it is a symbolic link to .*keep\.txt, outside output_dir"):
+        trainer.create_model_card(model_name="student")
+    with pytest.raises(ValueError, match=r"README\.md: it is a symbolic link"):
+        trainer.train()  # refused before the first step
+    assert trainer.state.global_step == 0
+    assert_untouched(outside)
+
+
+def test_save_model_refuses_teacher_prompt_link_outside(tiny_dir, tmp_path):
+    outside = outside_dir(tmp_path)
+    trainer = make_trainer(tiny_dir, tmp_path, max_steps=1)
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    os.symlink(outside, tmp_path / "out" / PROMPT_ADAPTER_DIR, target_is_directory=True)
+    with pytest.raises(ValueError, match=rf"{PROMPT_ADAPTER_DIR}: it is a symbolic link to .*elsewhere"):
+        trainer.save_model()
+    assert not (tmp_path / "out" / "model.safetensors").exists()  # refused before anything was written
+    assert_untouched(outside)
+
+
+def test_checkpoint_link_outside_is_refused_before_training(tiny_dir, tmp_path):
+    outside = outside_dir(tmp_path)
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, **CKPT))
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    os.symlink(outside, tmp_path / "out" / "checkpoint-1", target_is_directory=True)
+    with pytest.raises(ValueError, match=r"checkpoint-1: it is a symbolic link to .*elsewhere.*Remove the link"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert_untouched(outside)
+
+
+def test_checkpoint_link_planted_during_training_is_refused_at_save(tiny_dir, tmp_path):
+    """A link that appears after `train()` started is refused by the save itself, before it writes."""
+    outside = outside_dir(tmp_path)
+
+    class Plant(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # runs before the step's checkpoint is saved
+            if state.global_step == 2:
+                os.symlink(outside, tmp_path / "out" / "checkpoint-2", target_is_directory=True)
+
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, **CKPT))
+    trainer.add_callback(Plant())
+    with pytest.raises(ValueError, match=r"checkpoint-2: it is a symbolic link"):
+        trainer.train()
+    assert (tmp_path / "out" / "checkpoint-1" / "model.safetensors").exists()
+    assert_untouched(outside)
+
+
+def test_links_inside_output_dir_are_accepted(tiny_dir, tmp_path):
+    trainer = make_trainer(tiny_dir, tmp_path, max_steps=1)
+    os.makedirs(tmp_path / "out" / "cards")
+    os.symlink(tmp_path / "out" / "cards" / "README.md", tmp_path / "out" / "README.md")
+    trainer.create_model_card(model_name="student")
+    assert "PeftModel.from_pretrained" in (tmp_path / "out" / "cards" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------ damaged checkpoint files
+
+
+def truncate(path, keep=None):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+
+
+@pytest.mark.parametrize("name, keep", [
+    (f"{PROMPT_ADAPTER_DIR}/adapter_config.json", None),  # cut mid-string
+    (f"{PROMPT_ADAPTER_DIR}/teacher_identity.json", None),
+    (f"{PROMPT_ADAPTER_DIR}/adapter_model.safetensors", None),
+    (f"{PROMPT_ADAPTER_DIR}/adapter_model.safetensors", 0),  # empty
+    ("model.safetensors", None),  # the student's weights, loaded by the Trainer
+    ("trainer_state.json", None),
+    ("optimizer.pt", None),
+    ("prompt_optimizer.pt", None),
+    ("rng_state.pth", 0),
+])
+def test_damaged_checkpoint_file_is_named(tiny_dir, tmp_path, two_checkpoints, name, keep):
+    out = copy_out(two_checkpoints, tmp_path)
+    damaged = out / "checkpoint-1" / name
+    truncate(damaged, keep)
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, **CKPT))
+    with pytest.raises(DamagedFileError) as err:
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-1"))
+    assert str(damaged) in str(err.value) and CHECKPOINT_DAMAGED in str(err.value)
+    assert trainer.state.global_step == 0
+
+
+def test_teacher_identity_without_its_entries_is_named(tiny_dir, tmp_path, two_checkpoints):
+    out = copy_out(two_checkpoints, tmp_path)
+    path = out / "checkpoint-1" / PROMPT_ADAPTER_DIR / "teacher_identity.json"
+    path.write_text(json.dumps({"name_or_path": "x"}))
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, **CKPT))
+    with pytest.raises(DamagedFileError, match=r"teacher_identity\.json is damaged \(no 'architecture'"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-1"))
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "a"}\n\n{"prompt": "b", "compl\n{"prompt": "c"}\n')
+    with pytest.raises(DamagedFileError, match=rf"{path}, line 3, is not valid JSON .*fix or remove that line"):
+        list(read_jsonl(path))
+    path.write_text('{"prompt": "a"}\n[1, 2]\n')
+    with pytest.raises(DamagedFileError, match=r"line 2, is a JSON list, not an object"):
+        list(read_jsonl(path))
+
+
+# ------------------------------------------------------------------------------------ resume mismatches
+
+
+def test_resume_with_another_prompt_length_names_both(tiny_dir, tmp_path, two_checkpoints):
+    out = copy_out(two_checkpoints, tmp_path)
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, num_virtual_tokens=5, **CKPT))
+    ckpt = out / "checkpoint-1"
+    with pytest.raises(ValueError, match=rf"Cannot resume from {ckpt} with num_virtual_tokens=5: it was trained with "
+                                         r"num_virtual_tokens=7 .*Set `num_virtual_tokens=7`"):
+        trainer.train(resume_from_checkpoint=str(ckpt))
+    plain = fake_generation(make_trainer(tiny_dir, tmp_path, num_virtual_tokens=0, **CKPT))
+    with pytest.raises(ValueError, match=r"with num_virtual_tokens=0: it was trained with num_virtual_tokens=7"):
+        plain.train(resume_from_checkpoint=str(ckpt))
+
+
+def test_resume_without_rng_state_warns_not_reproducible(tiny_dir, tmp_path, two_checkpoints, caplog):
+    out = copy_out(two_checkpoints, tmp_path)
+    (out / "checkpoint-1" / "rng_state.pth").unlink()
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, **CKPT))
+    with caplog.at_level(logging.WARNING, logger="promptkd_trainer"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-1"))
+    assert trainer.state.global_step == 2
+    assert any("has no rng_state.pth" in r.message and "will not be reproducible" in r.message
+               for r in caplog.records)
