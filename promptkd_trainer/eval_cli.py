@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
 from .evaluation import EVAL_SETS, PAPER_SEEDS, evaluate_model, load_eval_set, rouge_l
+from .files import read_json
 
 
 logger = logging.get_logger(__name__)
@@ -85,8 +86,7 @@ def _load_model(name_or_path: str, args: argparse.Namespace):
     kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "trust_remote_code": args.trust_remote_code}
     adapter_config = os.path.join(name_or_path, "adapter_config.json")
     if os.path.isfile(adapter_config) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
-        with open(adapter_config) as f:
-            peft_type = json.load(f).get("peft_type")
+        peft_type = read_json(adapter_config, advice="save the adapter again or pass another one").get("peft_type")
         if peft_type in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"):
             raise ValueError(
                 f"{name_or_path} is a {peft_type} adapter; evaluate it with --teacher BASE --teacher_prompt "

@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
+import itertools
 import os
 import statistics
 import string
@@ -37,6 +37,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
+from .files import read_jsonl
 from .formats import alpaca_prompt
 from .generation import generate_answers, paper_generation_kwargs
 
@@ -175,14 +176,8 @@ def load_eval_set(data_dir: str | os.PathLike, name: str, max_examples: int | No
             f"Evaluation set {name!r} not found at {path}. Known sets: {sorted(EVAL_SETS)} under a MiniLLM data "
             "directory (see the MiniLLM repo's data download instructions)."
         )
-    examples = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if max_examples is not None and len(examples) >= max_examples:
-                break
-            if line.strip():
-                examples.append(_example_from_row(json.loads(line)))
-    return examples
+    # A malformed line is named with its file and line number; lines after the first `max_examples` are not read.
+    return [_example_from_row(row) for _, row in itertools.islice(read_jsonl(path), max_examples)]
 
 
 def _normalize_examples(examples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

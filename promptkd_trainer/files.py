@@ -18,11 +18,13 @@ import json
 import os
 import zipfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+
+
+if TYPE_CHECKING:
+    import torch
 
 
 CHECKPOINT_DAMAGED = "this checkpoint is damaged; resume from the previous one"
@@ -111,6 +113,8 @@ def safetensors_shapes(path: str | os.PathLike, advice: str = CHECKPOINT_DAMAGED
 def read_safetensors(path: str | os.PathLike, device: str = "cpu",
                      advice: str = CHECKPOINT_DAMAGED) -> dict[str, torch.Tensor]:
     """`safetensors.torch.load_file(path, device)`, naming the file when it is damaged."""
+    from safetensors.torch import load_file  # imports torch: not needed by the other readers
+
     try:
         return load_file(os.fspath(path), device=device)
     except SafetensorError as err:

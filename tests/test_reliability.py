@@ -180,3 +180,56 @@ def test_resume_without_rng_state_warns_not_reproducible(tiny_dir, tmp_path, two
     assert trainer.state.global_step == 2
     assert any("has no rng_state.pth" in r.message and "will not be reproducible" in r.message
                for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------ damaged data files
+
+
+def test_eval_set_with_malformed_line_names_file_and_line(tmp_path):
+    from promptkd_trainer.evaluation import load_eval_set
+
+    (tmp_path / "dolly").mkdir()
+    path = tmp_path / "dolly" / "valid.jsonl"
+    path.write_text('{"prompt": "a", "output": "b"}\n{"prompt": "c", "outp\n')
+    with pytest.raises(DamagedFileError, match=rf"{path}, line 2, is not valid JSON"):
+        load_eval_set(tmp_path, "dolly")
+    assert load_eval_set(tmp_path, "dolly", max_examples=1) == [{"prompt": "a", "references": ["b"]}]
+
+
+def test_promptkd_eval_with_malformed_line_names_file_and_line(tiny_dir, tmp_path):
+    from promptkd_trainer.eval_cli import main
+
+    (tmp_path / "data" / "dolly").mkdir(parents=True)
+    path = tmp_path / "data" / "dolly" / "valid.jsonl"
+    path.write_text('{"prompt": "a", "output": "b"}\n\n{"prompt": "c", "outp\n')
+    with pytest.raises(DamagedFileError, match=rf"{path}, line 3, is not valid JSON"):
+        main(["--model", str(tiny_dir / "gpt2-student"), "--data_dir", str(tmp_path / "data"), "--sets", "dolly",
+              "--output_dir", str(tmp_path / "eval"), "--seeds", "10", "--max_new_tokens", "2"])
+
+
+def test_training_jsonl_with_malformed_line_names_file_and_line(tmp_path):
+    from promptkd_trainer.formats import load_dataset_any
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "compl\n')
+    with pytest.raises(DamagedFileError, match=rf"{path}, line 2, is not valid JSON"):
+        load_dataset_any(path, cache_dir=str(tmp_path / "cache"))
+
+
+def test_damaged_adapter_config_is_named_by_promptkd_eval(tmp_path):
+    import argparse
+
+    from promptkd_trainer.eval_cli import _load_model
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text('{"peft_type": "LO')
+    with pytest.raises(DamagedFileError, match=r"adapter_config\.json is damaged .*save the adapter again"):
+        _load_model(str(tmp_path / "adapter"), argparse.Namespace(dtype="float32", trust_remote_code=False))
+
+
+def test_damaged_dataset_dict_json_is_named(tmp_path):
+    from promptkd_trainer.cli import _local_split_exists
+
+    (tmp_path / "dataset_dict.json").write_text('{"splits": ["tra')
+    with pytest.raises(DamagedFileError, match=r"dataset_dict\.json is damaged .*save the dataset again"):
+        _local_split_exists(str(tmp_path), "train")
