@@ -35,6 +35,7 @@ from .files import (
     read_safetensors,
     safetensors_shapes,
 )
+from .preemption import checkpoint_on_signals
 from .teacher import base_model
 
 
@@ -353,7 +354,9 @@ class PromptCheckpointing:
         """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or
         `"true"`, as the command line passes it), and refusing before anything loads or trains: a checkpoint with
         missing prompt state, a damaged file, another `num_virtual_tokens` or another teacher, and a symbolic link in
-        `output_dir` that a save would write through ([`check_saves_stay_inside`])."""
+        `output_dir` that a save would write through ([`check_saves_stay_inside`]). With `save_on_signal`, SIGTERM
+        and SIGINT save a checkpoint at the next step end and raise
+        [`~promptkd_trainer.preemption.Preempted`]."""
         check_saves_stay_inside(self.args.output_dir)
         self._prompt_teacher_identity()  # on every rank: under ZeRO-3 reading the embeddings is collective
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
@@ -368,7 +371,8 @@ class PromptCheckpointing:
                 logger.info(f"Resuming from {found}, the last complete checkpoint.")
         if isinstance(resume_from_checkpoint, str) and os.path.isdir(resume_from_checkpoint):
             self._check_resumable(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        with checkpoint_on_signals(self, getattr(self.args, "save_on_signal", True)):
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _check_resumable(self, checkpoint: str) -> None:
         missing = missing_checkpoint_files(checkpoint, self.use_prompt, not self.args.save_only_model)

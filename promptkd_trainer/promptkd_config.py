@@ -105,6 +105,10 @@ class PromptKDConfig(SFTConfig):
             one fp32 chunk of ~32 MB, `2**23 // vocab_size` positions.
         truncate_vocab (`bool`, *optional*, defaults to `False`):
             Compare the distributions on the shared vocabulary when teacher and student vocab sizes differ.
+        save_on_signal (`bool`, *optional*, defaults to `True`):
+            On SIGTERM (sent by cluster schedulers before they preempt a job) or SIGINT (Ctrl-C), finish the current
+            optimizer step, save a checkpoint (whatever `save_strategy`) and exit with status 128 + the signal's
+            number; `resume_from_checkpoint=True` continues from it. `False` keeps Python's default handling.
 
         > Parameters that control generation
 
@@ -248,6 +252,13 @@ class PromptKDConfig(SFTConfig):
         metadata={
             "help": "When teacher and student vocab sizes differ, compare logits on the shared leading vocabulary "
             "(opt-in; the default raises)."
+        },
+    )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or SIGINT, finish the optimizer step, save a checkpoint and exit (status 128 + "
+            "signal number), so that resume_from_checkpoint=True continues the run. False: Python's default handling."
         },
     )
 

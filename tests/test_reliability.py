@@ -6,9 +6,12 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
-from test_trainer import fake_generation, make_trainer
+from test_trainer import fake_generation, make_trainer, snapshot
 from transformers import TrainerCallback
 
 from promptkd_trainer.checkpointing import PROMPT_ADAPTER_DIR
@@ -233,3 +236,70 @@ def test_damaged_dataset_dict_json_is_named(tmp_path):
     (tmp_path / "dataset_dict.json").write_text('{"splits": ["tra')
     with pytest.raises(DamagedFileError, match=r"dataset_dict\.json is damaged .*save the dataset again"):
         _local_split_exists(str(tmp_path), "train")
+
+
+# ------------------------------------------------------------------------------------ preemption signals
+
+SIGNALLED = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from transformers import TrainerCallback
+from test_trainer import fake_generation, make_trainer
+
+class SendSignal(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == {at}:  # in the middle of step {at} + 1: the signal waits for its end
+            os.kill(os.getpid(), {signum})
+
+trainer = fake_generation(make_trainer(Path({tiny!r}), Path({root!r}), **{kwargs!r}))
+trainer.add_callback(SendSignal())
+trainer.train()
+print("train() returned")
+"""
+
+SIGNAL_RUN = dict(max_steps=4, learning_rate=1e-3)
+
+
+def run_signalled(tiny_dir, root, signum, at, **kwargs):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = SIGNALLED.format(tests=tests, tiny=str(tiny_dir), root=str(root), at=at, signum=int(signum),
+                            kwargs={**SIGNAL_RUN, **kwargs})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(tests), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("signum, order", [(signal.SIGTERM, "paper"), (signal.SIGINT, "joint")])
+def test_signal_saves_checkpoint_and_resume_is_exact(tiny_dir, tmp_path, signum, order):
+    """A real SIGTERM / SIGINT during step 2 of 4: the process saves checkpoint-2 at the end of that step and exits
+    with 128 + the signal; `resume_from_checkpoint=True` then ends exactly where an uninterrupted run ends."""
+    proc = run_signalled(tiny_dir, tmp_path / "stopped", signum, at=1, update_order=order)
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
+    assert "train() returned" not in proc.stdout
+    assert f"Stopped by {signal.Signals(signum).name} after step 2" in proc.stderr
+    out = tmp_path / "stopped" / "out"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / "promptkd_complete.json").exists()
+
+    resumed = fake_generation(make_trainer(tiny_dir, tmp_path / "stopped", update_order=order, **SIGNAL_RUN))
+    resumed.train(resume_from_checkpoint=True)
+    full = fake_generation(make_trainer(tiny_dir, tmp_path / "full", update_order=order, **SIGNAL_RUN))
+    full.train()
+    assert resumed.state.global_step == full.state.global_step == 4
+    (s_res, p_res, _), (s_full, p_full, _) = snapshot(resumed), snapshot(full)
+    diff = max([(p_res - p_full).abs().max().item()] + [(s_res[n] - s_full[n]).abs().max().item() for n in s_full])
+    assert diff == 0.0, f"max |diff| {diff}"
+
+
+def test_signal_handling_off_dies_without_saving(tiny_dir, tmp_path):
+    proc = run_signalled(tiny_dir, tmp_path, signal.SIGTERM, at=1, save_on_signal=False)
+    assert proc.returncode == -signal.SIGTERM  # killed by the signal, Python's default
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_signal_handlers_are_restored_after_train(tiny_dir, tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, max_steps=1))
+    trainer.train()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert not any(type(cb).__name__ == "SignalCheckpoint" for cb in trainer.callback_handler.callbacks)
