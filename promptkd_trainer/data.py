@@ -42,8 +42,41 @@ def _cut_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids + [eos_id]
 
 
+def _text_content(message: dict[str, Any]) -> str:
+    """A message's content as text: a string, or a list of parts that are all text (the multimodal message layout,
+    `[{"type": "text", "text": ...}]`), joined as chat templates that accept parts render them."""
+    content = message.get("content")
+    role = message.get("role")
+    if isinstance(content, str):
+        return content
+    if content is None:
+        raise ValueError(
+            f"the {role} message has no content (`content` is None); give every message its text (the assistant's "
+            "answer, or drop the assistant turn and use a prompt-only `prompt` column for on-policy training)."
+        )
+    if isinstance(content, list):
+        other = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content
+                 if not (isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))]
+        if other:
+            raise ValueError(
+                f"the {role} message's content has non-text parts ({', '.join(map(str, other))}); PromptKD trains "
+                "text-only language models: give text content (a string, or only {'type': 'text', 'text': ...} "
+                "parts)."
+            )
+        return "".join(part["text"] for part in content)
+    raise ValueError(f"the {role} message's content is a {type(content).__name__}, not a string or a list of parts.")
+
+
+def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**message, "content": _text_content(message)} for message in messages]
+
+
 def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
-    """Turn one row into `prompt_ids` and `completion_ids` (empty for prompt-only rows)."""
+    """Turn one row into `prompt_ids` and `completion_ids` (empty for prompt-only rows).
+
+    A message's `content` is a string, or a list of text parts (`[{"type": "text", "text": ...}]`), taken as their
+    concatenated text; `None` content and non-text parts (images, ...) are refused.
+    """
     eos = tokenizer.eos_token_id
     if "messages" in example:
         messages = example["messages"]
@@ -57,6 +90,8 @@ def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase
         prompt, completion = example["prompt"], example.get("completion")
 
     if isinstance(prompt, list):  # conversational
+        prompt = _text_messages(prompt)
+        completion = _text_messages(completion) if isinstance(completion, list) else completion
         if tokenizer.chat_template is None:
             raise ValueError(
                 "The dataset is conversational but the tokenizer has no chat template. Set "
@@ -159,8 +194,12 @@ def _too_long_message(count: str, name: str, where: str, max_length: int) -> str
     )
 
 
-def _tokenize(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, keep_prompt: bool) -> dict[str, Any]:
-    row: dict[str, Any] = tokenize_example(example, tokenizer)
+def _tokenize(example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase, keep_prompt: bool,
+              name: str = "train") -> dict[str, Any]:
+    try:
+        row: dict[str, Any] = tokenize_example(example, tokenizer)
+    except ValueError as err:
+        raise ValueError(f"Row {index} of the {name} dataset: {err}") from None
     if keep_prompt:  # e.g. for TRL's LogCompletionsCallback, which reads the eval set's `prompt` column
         row["prompt"] = example["messages"][:-1] if "messages" in example else example["prompt"]
     return row
@@ -168,7 +207,7 @@ def _tokenize(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, keep_
 
 def _checked_tokenize(example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str) -> dict:
     """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
-    row = _tokenize(example, tokenizer, keep_prompt)
+    row = _tokenize(example, index, tokenizer, keep_prompt, name)
     n = len(row["prompt_ids"])
     if n == 0:
         raise ValueError(f"Row {index} of the {name} dataset has an empty prompt.")
@@ -241,8 +280,8 @@ def prepare_dataset(
             remove_columns=columns,
         )
     dataset = dataset.map(
-        _tokenize, fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt}, remove_columns=columns,
-        num_proc=num_proc, desc=f"Tokenizing {name} dataset",
+        _tokenize, with_indices=True, fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "name": name},
+        remove_columns=columns, num_proc=num_proc, desc=f"Tokenizing {name} dataset",
     )
     check_prompt_lengths(dataset, max_length, name)
     return dataset

@@ -303,3 +303,54 @@ def test_signal_handlers_are_restored_after_train(tiny_dir, tmp_path):
     trainer.train()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert not any(type(cb).__name__ == "SignalCheckpoint" for cb in trainer.callback_handler.callbacks)
+
+
+# ------------------------------------------------------------------------------------ message content layouts
+
+
+def messages_rows(assistant_content, user_content="red cat"):
+    return [
+        {"messages": [{"role": "user", "content": "big dog"}, {"role": "assistant", "content": "sat on mat"}]},
+        {"messages": [{"role": "user", "content": user_content}, {"role": "assistant", "content": assistant_content}]},
+    ]
+
+
+def test_assistant_content_none_names_the_row(tiny_dir, tmp_path):
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match=r"Row 1 of the train dataset: the assistant message has no content"):
+        make_trainer(tiny_dir, tmp_path, dataset=Dataset.from_list(messages_rows(None)))
+
+
+def test_text_parts_are_read_as_text(tokenizer):
+    from datasets import Dataset
+
+    from promptkd_trainer.data import prepare_dataset
+
+    def parts(text):
+        return [{"type": "text", "text": text}]
+
+    as_parts = [{"messages": [{"role": m["role"], "content": parts(m["content"])} for m in row["messages"]]}
+                for row in messages_rows("the answer")]
+    got = prepare_dataset(Dataset.from_list(as_parts), tokenizer, 64)
+    expected = prepare_dataset(Dataset.from_list(messages_rows("the answer")), tokenizer, 64)
+    assert got["prompt_ids"] == expected["prompt_ids"] and got["completion_ids"] == expected["completion_ids"]
+    assert "type" not in tokenizer.decode(got[1]["prompt_ids"])  # not the Python repr of the list
+    split = [{"messages": [{"role": "user", "content": parts("red ") + parts("cat")},
+                           {"role": "assistant", "content": parts("the answer")}]}]
+    assert prepare_dataset(Dataset.from_list(split), tokenizer, 64)[0]["prompt_ids"] == expected[1]["prompt_ids"]
+
+
+def test_non_text_parts_are_refused(tokenizer):
+    from datasets import Dataset
+
+    from promptkd_trainer.data import prepare_dataset
+
+    rows = messages_rows("x")
+    rows[1]["messages"][0]["content"] = [{"type": "image", "text": None}, {"type": "text", "text": "what is it"}]
+    rows[0]["messages"][0]["content"] = [{"type": "text", "text": "big dog"}]
+    rows[0]["messages"][1]["content"] = [{"type": "text", "text": "sat"}]
+    rows[1]["messages"][1]["content"] = [{"type": "text", "text": "x"}]
+    with pytest.raises(ValueError, match=r"Row 1 of the train dataset: the user message's content has non-text parts "
+                                         r"\(image\); PromptKD trains text-only"):
+        prepare_dataset(Dataset.from_list(rows), tokenizer, 64)
