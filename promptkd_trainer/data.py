@@ -185,12 +185,14 @@ def apply_formatting_func(
     return dataset.map(_format_row, **kwargs)
 
 
-def _too_long_message(count: str, name: str, where: str, max_length: int) -> str:
+def _too_long_message(count: str, name: str, where: str, max_length: int, advice: str | None = None) -> str:
+    drop = (
+        f"drop such prompts first, e.g. `dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < "
+        f"{max_length})` (the official code drops prompts over 256 tokens)"
+    )
     return (
         f"{count} of the {name} dataset {where}, at least max_length={max_length} tokens: no room is left for a "
-        "completion (it would train on 0 tokens). Raise `max_length`, or drop such prompts first, e.g. "
-        f"`dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < {max_length})` (the official code "
-        "drops prompts over 256 tokens)."
+        f"completion (it would train on 0 tokens). {advice or 'Raise `max_length`, or'} {drop}."
     )
 
 
@@ -207,12 +209,15 @@ def _tokenize(example: dict[str, Any], index: int, tokenizer: PreTrainedTokenize
 
 def _checked_tokenize(example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str) -> dict:
     """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
-    row = _tokenize(example, index, tokenizer, keep_prompt, name)
+    return _check_row(_tokenize(example, index, tokenizer, keep_prompt, name), index, max_length, name)
+
+
+def _check_row(row: dict, index: int, max_length: int | None, name: str, advice: str | None = None) -> dict:
     n = len(row["prompt_ids"])
     if n == 0:
         raise ValueError(f"Row {index} of the {name} dataset has an empty prompt.")
     if max_length is not None and n >= max_length:
-        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length))
+        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length, advice))
     return row
 
 
@@ -287,9 +292,11 @@ def prepare_dataset(
     return dataset
 
 
-def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train") -> None:
+def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train",
+                         advice: str | None = None) -> None:
     """Raise if a prompt of a prepared `Dataset` is empty or leaves no room for a completion within `max_length`
-    (every row is read; an `IterableDataset` is checked row by row as it is read, not here)."""
+    (every row is read; an `IterableDataset` is checked row by row as it is read, not here). `advice` replaces the
+    message's "Raise `max_length`" when that cannot help."""
     if not isinstance(dataset, Dataset):
         return
     prompt_lengths = _lengths(dataset, "prompt_ids")
@@ -301,7 +308,7 @@ def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | N
         if too_long:
             i = too_long[0]
             where = f"have a prompt (first: index {i}, {prompt_lengths[i]} tokens)"
-            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length))
+            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length, advice))
 
 
 def _lengths(dataset: Dataset, column: str) -> list[int]:
@@ -408,13 +415,29 @@ def prepare_datasets(train_dataset, eval_dataset, tokenizer: PreTrainedTokenizer
     return train_dataset, (eval_sets if isinstance(eval_dataset, dict) else eval_sets[None])
 
 
-def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None) -> None:
-    """[`check_prompt_lengths`] of every dataset again, for a `max_length` lowered to fit the models' positions (the
-    datasets are prepared before the models are loaded, against the configured value)."""
-    evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
-    named = {"train": train_dataset, **{"eval" if k is None else f"eval[{k}]": d for k, d in evals.items()}}
-    for name, dataset in named.items():
-        check_prompt_lengths(dataset, max_length, name)
+def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None, advice: str | None = None):
+    """Check every dataset's prompts again, for a `max_length` lowered to fit the models' positions (the datasets are
+    prepared before the models are loaded, against the configured value).
+
+    A `Dataset` is checked now ([`check_prompt_lengths`]); a streamed `IterableDataset` gets a second row-by-row check
+    with the new value, as it is read. `advice` says what helps instead of raising `max_length`.
+
+    Returns:
+        `(train_dataset, eval_dataset)`, the streamed ones wrapped with the new check.
+    """
+    def recheck(dataset, name):
+        if isinstance(dataset, IterableDataset):
+            kwargs = {"max_length": max_length, "name": name, "advice": advice}
+            return dataset.map(_check_row, with_indices=True, fn_kwargs=kwargs)
+        check_prompt_lengths(dataset, max_length, name, advice)
+        return dataset
+
+    train_dataset = recheck(train_dataset, "train") if train_dataset is not None else None
+    if isinstance(eval_dataset, dict):
+        eval_dataset = {k: recheck(d, f"eval[{k}]") for k, d in eval_dataset.items()}
+    elif eval_dataset is not None:
+        eval_dataset = recheck(eval_dataset, "eval")
+    return train_dataset, eval_dataset
 
 
 

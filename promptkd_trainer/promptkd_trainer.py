@@ -23,7 +23,7 @@ from trl import SFTTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
 from .checkpointing import PromptCheckpointing
-from .checks import check_causal, check_models
+from .checks import check_causal, check_models, fitted_length_advice
 from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer, recheck_prompt_lengths
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
@@ -165,7 +165,9 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         configured_max_length = args.max_length
         self._vocab_size = check_models(self.model, teacher, tokenizer, args)
         if args.max_length != configured_max_length:  # lowered to fit the models: prompts must fit the new value
-            recheck_prompt_lengths(train_dataset, eval_dataset, args.max_length)
+            self.train_dataset, self.eval_dataset = recheck_prompt_lengths(
+                self.train_dataset, self.eval_dataset, args.max_length, fitted_length_advice(self.model, teacher, args)
+            )
         if isinstance(self.data_collator, PromptKDDataCollator):
             self.data_collator.max_length = args.max_length  # as lowered to fit the models' positions
         if args.disable_dropout:

@@ -354,3 +354,30 @@ def test_non_text_parts_are_refused(tokenizer):
     with pytest.raises(ValueError, match=r"Row 1 of the train dataset: the user message's content has non-text parts "
                                          r"\(image\); PromptKD trains text-only"):
         prepare_dataset(Dataset.from_list(rows), tokenizer, 64)
+
+
+# ------------------------------------------------------------------------------------ prompts and positions
+
+
+def test_streamed_prompt_longer_than_positions_is_named(tiny_dir, tmp_path):
+    """The models have 256 positions and the prompt takes 7: max_length (1024 configured) is lowered to 249, and a
+    streamed row longer than that is named when it is read (it was an `IndexError` inside the embedding)."""
+    from datasets import Dataset
+
+    prompts = ["red cat", "red cat sat on the mat " * 60, "big dog", "a star"]
+    rows = [{"prompt": p, "completion": " sat"} for p in prompts]
+    streamed = Dataset.from_list(rows).to_iterable_dataset()
+    trainer = fake_generation(make_trainer(tiny_dir, tmp_path, dataset=streamed, max_length=1024, max_steps=1))
+    assert trainer.args.max_length == 249
+    with pytest.raises(ValueError, match=r"Row 1 of the train dataset has a prompt of \d+ tokens, at least "
+                                         r"max_length=249 tokens.*raising it cannot help"):
+        trainer.train()
+
+
+def test_virtual_tokens_that_take_the_positions_say_so(tiny_dir, tmp_path):
+    with pytest.raises(ValueError) as err:
+        make_trainer(tiny_dir, tmp_path, num_virtual_tokens=250, max_length=1024)
+    message = str(err.value)
+    assert "at least max_length=6 tokens" in message and "raising it cannot help" in message
+    assert "Lower `num_virtual_tokens` (the virtual tokens take 250 of those positions)" in message
+    assert "Raise `max_length`" not in message
