@@ -11,7 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from test_trainer import fake_generation, make_trainer, snapshot
+from conftest import load, make_messages_dataset
+from test_trainer import config, fake_generation, make_trainer, snapshot
 from transformers import TrainerCallback
 
 from promptkd_trainer.checkpointing import PROMPT_ADAPTER_DIR
@@ -381,3 +382,22 @@ def test_virtual_tokens_that_take_the_positions_say_so(tiny_dir, tmp_path):
     assert "at least max_length=6 tokens" in message and "raising it cannot help" in message
     assert "Lower `num_virtual_tokens` (the virtual tokens take 250 of those positions)" in message
     assert "Raise `max_length`" not in message
+
+
+# ------------------------------------------------------------------------------------ a BERT teacher
+
+
+def test_bert_teacher_object_gets_the_not_causal_error(tiny_dir, tmp_path, tokenizer):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from promptkd_trainer import PromptKDTrainer
+
+    bert = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=256))
+    bert.save_pretrained(tmp_path / "bert")
+    not_causal = r"The teacher \(Bert\w+\) is not causal: its prediction at a position depends on later tokens"
+    for teacher in (str(tmp_path / "bert"), bert):  # from a folder, and as an object
+        with pytest.raises(ValueError, match=not_causal):
+            PromptKDTrainer(model=load(tiny_dir, "gpt2-student"), teacher_model=teacher,
+                            args=config(tmp_path, max_steps=1), train_dataset=make_messages_dataset(4),
+                            processing_class=tokenizer)
