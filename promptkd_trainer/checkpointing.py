@@ -27,6 +27,7 @@ from peft.utils.integrations import gather_params_ctx
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .distributed import name_stalled_ranks
 from .files import (
     check_checkpoint_files,
     check_torch_archive,
@@ -356,7 +357,8 @@ class PromptCheckpointing:
         missing prompt state, a damaged file, another `num_virtual_tokens` or another teacher, and a symbolic link in
         `output_dir` that a save would write through ([`check_saves_stay_inside`]). With `save_on_signal`, SIGTERM
         and SIGINT save a checkpoint at the next step end and raise
-        [`~promptkd_trainer.preemption.Preempted`]."""
+        [`~promptkd_trainer.preemption.Preempted`]. A rank that stops answering for `ddp_timeout` seconds ends the
+        run with a [`~promptkd_trainer.distributed.StalledRankError`] that names it."""
         check_saves_stay_inside(self.args.output_dir)
         self._prompt_teacher_identity()  # on every rank: under ZeRO-3 reading the embeddings is collective
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
@@ -371,7 +373,7 @@ class PromptCheckpointing:
                 logger.info(f"Resuming from {found}, the last complete checkpoint.")
         if isinstance(resume_from_checkpoint, str) and os.path.isdir(resume_from_checkpoint):
             self._check_resumable(resume_from_checkpoint)
-        with checkpoint_on_signals(self, getattr(self.args, "save_on_signal", True)):
+        with name_stalled_ranks(self.args), checkpoint_on_signals(self, getattr(self.args, "save_on_signal", True)):
             return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _check_resumable(self, checkpoint: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from transformers.utils import is_torch_bf16_gpu_available, logging
 from trl import SFTConfig
 
+from .distributed import init_cpu_process_group
 from .divergences import DIVERGENCE_TYPES
 
 
@@ -301,6 +302,7 @@ class PromptKDConfig(SFTConfig):
         if self.bf16 is None:
             # transformers' own check (CUDA, XPU, NPU, HPU, MPS, ...), the one TrainingArguments validates bf16 with.
             self.bf16 = is_torch_bf16_gpu_available() and not self.fp16 and not self.use_cpu
+        init_cpu_process_group(self)  # with `ddp_timeout`, which TrainingArguments drops under use_cpu
         super().__post_init__()
         if self.teacher_model_init_kwargs is not None and not isinstance(self.teacher_model_init_kwargs, dict):
             raise ValueError("`teacher_model_init_kwargs` must be a dict or a JSON string of a dict.")

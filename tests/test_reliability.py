@@ -401,3 +401,54 @@ def test_bert_teacher_object_gets_the_not_causal_error(tiny_dir, tmp_path, token
             PromptKDTrainer(model=load(tiny_dir, "gpt2-student"), teacher_model=teacher,
                             args=config(tmp_path, max_steps=1), train_dataset=make_messages_dataset(4),
                             processing_class=tokenizer)
+
+
+# ------------------------------------------------------------------------------------ a stalled rank
+
+STALL_TIMEOUT_S = 10  # ddp_timeout of the test: short, but above the ranks' start-up skew on 2 loaded cores
+# After ddp_timeout: the check that names the rank (min(ddp_timeout, 30 s) = 10 s) plus exiting and slack.
+STALL_MARGIN_S = 20
+
+
+def test_stalled_rank_ends_the_run_and_is_named(tiny_dir, tmp_path):
+    """Rank 1 of 2 is SIGSTOPped after step 2 (alive, never answering): rank 0 ends within ddp_timeout + the margin
+    with an error naming rank 1. Before, a CPU run got gloo's 30-minute default whatever `ddp_timeout` said.
+
+    The two ranks are started here, as torchrun would start them; the test then kills the stopped rank, as torchrun
+    does (after its 30 s SIGTERM grace, which a stopped process cannot use)."""
+    import socket
+    import time
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    spec = tmp_path / "spec.json"
+    run = {"name": "S", "max_steps": 40, "batch_size": 2, "stop_rank1_at_step": 2, "ddp_timeout": STALL_TIMEOUT_S}
+    spec.write_text(json.dumps({"models": str(tiny_dir), "out": str(tmp_path), "backend": "ddp", "runs": [run]}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(tests), os.environ.get("PYTHONPATH", "")]),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1"}
+    ranks = []
+    for rank in (0, 1):
+        log = open(tmp_path / f"rank{rank}.log", "w")
+        ranks.append(subprocess.Popen(
+            [sys.executable, os.path.join(tests, "distributed_worker.py"), str(spec)],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=log, stderr=subprocess.STDOUT,
+        ))
+    try:
+        ranks[0].wait(timeout=240)
+        ended = time.time()
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    output = (tmp_path / "rank0.log").read_text()
+    stalled = tmp_path / "S" / "stalled"
+    assert stalled.exists(), output[-3000:]
+    took = ended - float(stalled.read_text())
+    assert ranks[0].returncode != 0
+    assert "StalledRankError: Rank 1 stopped answering: rank 0 waited `ddp_timeout`=10 s" in output, output[-3000:]
+    assert took < STALL_TIMEOUT_S + STALL_MARGIN_S, f"rank 0 ended {took:.1f} s after rank 1 stalled"
+    print(f"rank 0 ended {took:.1f} s after rank 1 stalled (ddp_timeout {STALL_TIMEOUT_S} s)")
