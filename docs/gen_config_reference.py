@@ -26,6 +26,48 @@ PACKAGE_DIR = ROOT / "promptkd_trainer"
 OUTPUT = Path(__file__).resolve().parent / "configuration.md"
 OVERRIDES_SECTION = "Defaults overridden from SFTConfig / TrainingArguments"
 
+# What differs from TRL's DistillationTrainer on purpose; tests/test_distillation_compat.py ports TRL's tests and
+# names each of these `test_<TRL test>_by_design`.
+DISTILLATION_DIFFERENCES = """\
+## Differences from TRL's DistillationTrainer
+
+`PromptKDTrainer(model, teacher_model, args, train_dataset, eval_dataset, processing_class, callbacks, optimizers,
+quantization_config=..., peft_config=..., tools=...)` takes `DistillationTrainer`'s arguments, and `PromptKDConfig`
+every `DistillationConfig` field (TRL 1.16). TRL's own DistillationTrainer tests are ported to tiny local models in
+`tests/test_distillation_compat.py`; TRL's `trl/scripts/distillation.py` (what `trl distillation` runs) trains with
+only its imports changed, from the command line and from a `trl distillation --config` YAML, and `promptkd train
+--config` takes the same YAML. Of TRL's 58 test functions, 39 pass as ported, 14 assert a difference by design
+and 5 are skipped (QLoRA and DoRA need bitsandbytes and CUDA, fp16 an accelerator, one a Hub model with custom code,
+one spawned DataLoader workers beyond the CPU test budget). What differs by design:
+
+- **Objective.** The target is the *prompted* teacher, whose soft prompt trains every step; with
+  `num_virtual_tokens=0` the student term is DistillationTrainer's objective (tested against the same full-logit
+  reference as TRL's, for `beta` 0, 0.25 and 1).
+- **`temperature`** is the sampling temperature only (as in GKD); `loss_temperature` divides the loss's logits.
+- **Refused, with the reason:** `use_vllm=True` (vLLM student sampling is not implemented: it would need a GPU run to
+  check; the `vllm_*` fields are accepted and warn that they are unused), `tools` and `max_tool_calling_iterations`
+  (PromptKD samples single-turn completions), prompt-learning adapters on the student (the soft prompt is the
+  teacher's), processors and vision-language models (text only).
+- **Losses on logits**, chunked over token positions, not on hidden states times `lm_head`: logit scaling,
+  soft-capping and an `lm_head` bias come with the model's forward. A LoRA on `lm_head` is refused (by `SFTTrainer`).
+- **Datasets are tokenized and checked when the trainer is built**, so `trainer.train_dataset` is the prepared
+  dataset; with streamed datasets `dispatch_batches` and `dataloader_num_workers` are left as set (each step's
+  batches are sampled after they are fetched). `max_length` (512, which DistillationConfig does not have) caps
+  prompt + completion.
+- **Evaluation.** A prompt-only eval set (DistillationTrainer's layout) is measured on completions the student
+  samples for it, seeded per batch (the same student gives the same `eval_loss`; the training random state is not
+  touched); a set with completions on those completions (GKD's evaluation); `eval_on_policy=True` samples for every
+  set. A set that mixes both is refused, at construction for a `Dataset` and at the first offending batch for a
+  streamed one. `evaluate(eval_dataset=...)` takes raw sets of every type.
+- **Logged metrics**: `loss/student`, `loss/prompt`, `loss/reg`, `reg_weight`, `completion_length`,
+  `on_policy_fraction` (and `eval_completion_length` for sampled evaluations), not TRL's `entropy` and
+  `completions/*`. `log_completions` writes the same per-step parquet files as TRL.
+- **Defaults** (table above): the paper's `learning_rate`, `max_new_tokens`, `max_length`; `beta` 1.0,
+  `disable_dropout` False and `shuffle_dataset` True as in DistillationConfig.
+- **`promptkd train`** takes TRL's `ScriptArguments`, `ModelConfig` and config keys, not `DatasetMixtureConfig`'s
+  `datasets:` list (an unknown key is an error): give it `dataset_name`.
+"""
+
 
 def load_config_class():
     """Import `PromptKDConfig`; fall back to importing the module file alone if the package `__init__` is broken."""
@@ -139,12 +181,14 @@ def render(config_cls) -> str:
     if table:
         out += [
             "",
-            "## Defaults that differ from TRL's GKDConfig",
+            "## Defaults that differ from TRL's GKDConfig and DistillationConfig",
             "",
-            "The fields shared with `GKDConfig` keep GKD's names and meanings; these keep the paper's defaults instead "
-            "of GKD's, so set them to reproduce a GKD run:",
+            "The fields shared with `GKDConfig` and `DistillationConfig` keep TRL's names and meanings; these keep the "
+            "paper's defaults instead of TRL's, so set them to reproduce a TRL run:",
             "",
             *table,
+            "",
+            *DISTILLATION_DIFFERENCES.rstrip("\n").splitlines(),
         ]
     for section in order:
         if section not in grouped:

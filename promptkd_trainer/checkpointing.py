@@ -47,6 +47,7 @@ PROMPT_OPTIMIZER_NAME = "prompt_optimizer.pt"
 PROMPT_SCHEDULER_NAME = "prompt_scheduler.pt"
 TEACHER_IDENTITY_NAME = "teacher_identity.json"
 COMPLETE_MARKER_NAME = "promptkd_complete.json"
+COMPLETIONS_DIR = "completions"  # `log_completions` tables, written by the trainer into output_dir
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _ADAPTER_CONFIG = "adapter_config.json"
 _TRAINER_STATE = "trainer_state.json"
@@ -271,9 +272,9 @@ def missing_checkpoint_files(checkpoint: str, use_prompt: bool = True, optimizer
 
 def check_saves_stay_inside(output_dir: str) -> None:
     """Refuse a symbolic link in `output_dir` through which a save would write outside it: one of the files saved at
-    its top level (`README.md`, the student's weights, ...), `teacher_prompt/`, or a `checkpoint-N` folder or anything
-    in it ([`~promptkd_trainer.files.check_writes_inside`]). Other folders (e.g. a linked `runs/` for TensorBoard)
-    are not written by a save and are left alone.
+    its top level (`README.md`, the student's weights, ...), `teacher_prompt/`, `completions/` (`log_completions`), or
+    a `checkpoint-N` folder or anything in it ([`~promptkd_trainer.files.check_writes_inside`]). Other folders (e.g. a
+    linked `runs/` for TensorBoard) are not written by the trainer and are left alone.
 
     Raises:
         `ValueError`: such a link exists; the message names it.
@@ -282,7 +283,7 @@ def check_saves_stay_inside(output_dir: str) -> None:
         return
     check_writes_inside(output_dir, output_dir, recursive=False)
     for name in sorted(os.listdir(output_dir)):
-        if name == PROMPT_ADAPTER_DIR or _CHECKPOINT_PATTERN.match(name):
+        if name in (PROMPT_ADAPTER_DIR, COMPLETIONS_DIR) or _CHECKPOINT_PATTERN.match(name):
             check_writes_inside(output_dir, os.path.join(output_dir, name))
 
 

@@ -71,13 +71,17 @@ def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**message, "content": _text_content(message)} for message in messages]
 
 
-def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
-    """Turn one row into `prompt_ids` and `completion_ids` (empty for prompt-only rows).
+def tokenize_example(
+    example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, chat_template_kwargs: dict[str, Any] | None = None
+) -> dict[str, list[int]]:
+    """Turn one row into `prompt_ids` and `completion_ids` (empty for prompt-only rows); `chat_template_kwargs` go to
+    `apply_chat_template` for conversational rows (e.g. `{"enable_thinking": False}`).
 
     A message's `content` is a string, or a list of text parts (`[{"type": "text", "text": ...}]`), taken as their
     concatenated text; `None` content and non-text parts (images, ...) are refused.
     """
     eos = tokenizer.eos_token_id
+    template_kwargs = chat_template_kwargs or {}
     if "messages" in example:
         messages = example["messages"]
         if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
@@ -97,11 +101,13 @@ def tokenize_example(example: dict[str, Any], tokenizer: PreTrainedTokenizerBase
                 "The dataset is conversational but the tokenizer has no chat template. Set "
                 "`tokenizer.chat_template` or pass `chat_template_path` in the config."
             )
-        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        prompt_text = tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
         prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         completion_ids: list[int] = []
         if completion:
-            full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+            full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False, **template_kwargs)
             if not full_text.startswith(prompt_text):
                 raise ValueError(
                     "The chat template renders the prompt differently with and without the answer, so the completion "
@@ -196,10 +202,12 @@ def _too_long_message(count: str, name: str, where: str, max_length: int, advice
     )
 
 
-def _tokenize(example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase, keep_prompt: bool,
-              name: str = "train") -> dict[str, Any]:
+def _tokenize(
+    example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase, keep_prompt: bool, name: str = "train",
+    chat_template_kwargs=None,
+) -> dict[str, Any]:
     try:
-        row: dict[str, Any] = tokenize_example(example, tokenizer)
+        row: dict[str, Any] = tokenize_example(example, tokenizer, chat_template_kwargs)
     except ValueError as err:
         raise ValueError(f"Row {index} of the {name} dataset: {err}") from None
     if keep_prompt:  # e.g. for TRL's LogCompletionsCallback, which reads the eval set's `prompt` column
@@ -207,9 +215,12 @@ def _tokenize(example: dict[str, Any], index: int, tokenizer: PreTrainedTokenize
     return row
 
 
-def _checked_tokenize(example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str) -> dict:
+def _checked_tokenize(
+    example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str, chat_template_kwargs=None
+) -> dict:
     """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
-    return _check_row(_tokenize(example, index, tokenizer, keep_prompt, name), index, max_length, name)
+    row = _tokenize(example, index, tokenizer, keep_prompt, name, chat_template_kwargs)
+    return _check_row(row, index, max_length, name)
 
 
 def _check_row(row: dict, index: int, max_length: int | None, name: str, advice: str | None = None) -> dict:
@@ -229,6 +240,7 @@ def prepare_dataset(
     num_proc: int | None = None,
     formatting_func: Callable[[dict], str | dict] | None = None,
     keep_prompt: bool = False,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> Dataset | IterableDataset:
     """Tokenize and check a dataset for [`PromptKDTrainer`].
 
@@ -250,6 +262,8 @@ def prepare_dataset(
         keep_prompt (`bool`, *optional*, defaults to `False`):
             Also keep a `prompt` column (the prompt text, or the conversation before the answer for `messages`
             rows), as TRL's `LogCompletionsCallback` reads from the eval set. The collator ignores it.
+        chat_template_kwargs (`dict`, *optional*):
+            Keyword arguments of `apply_chat_template` for conversational rows.
 
     Returns:
         The dataset with columns `prompt_ids` and `completion_ids` (empty for prompt-only rows), and `prompt` with
@@ -281,12 +295,19 @@ def prepare_dataset(
         return dataset.map(
             _checked_tokenize,
             with_indices=True,
-            fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "max_length": max_length, "name": name},
+            fn_kwargs={
+                "tokenizer": tokenizer, "keep_prompt": keep_prompt, "max_length": max_length, "name": name,
+                "chat_template_kwargs": chat_template_kwargs,
+            },
             remove_columns=columns,
         )
     dataset = dataset.map(
-        _tokenize, with_indices=True, fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "name": name},
-        remove_columns=columns, num_proc=num_proc, desc=f"Tokenizing {name} dataset",
+        _tokenize,
+        with_indices=True,
+        fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "name": name,
+                   "chat_template_kwargs": chat_template_kwargs},
+        remove_columns=columns,
+        num_proc=num_proc, desc=f"Tokenizing {name} dataset",
     )
     check_prompt_lengths(dataset, max_length, name)
     return dataset
@@ -335,7 +356,7 @@ def check_completions(dataset: Dataset | IterableDataset, name: str, reason: str
 
     Every row is read (of a `Dataset`; an `IterableDataset` cannot be scanned before training and is not checked).
     Without completion tokens a row adds nothing to the loss: a training step on it still moves the models (AdamW
-    momentum), and in evaluation it dilutes `eval_loss` (a prompt-only eval set reports 0.0).
+    momentum), and in evaluation it dilutes `eval_loss` (measured on completions, a prompt-only set would be 0.0).
 
     Args:
         dataset (`Dataset` or `IterableDataset`):
@@ -388,8 +409,11 @@ def prepare_datasets(train_dataset, eval_dataset, tokenizer: PreTrainedTokenizer
     """Tokenize and check the train and eval datasets of [`PromptKDTrainer`] before any model is built.
 
     `formatting_func` applies to both (as in `SFTTrainer`). Eval sets keep their `prompt` column (TRL's
-    `LogCompletionsCallback` reads it) and every eval row needs a completion (`eval_loss` is the student term on the
-    dataset's completions); so does every train row when off-policy steps read them (`lmbda` < 1 without `seq_kd`).
+    `LogCompletionsCallback` reads it). `eval_loss` is the student term on the eval set's completions or on student
+    samples (`args.eval_on_policy`): with `False`, every eval row needs a completion; with `None`, a set is either
+    prompt-only (student samples) or has a completion in every row. A streamed set is checked as its batches are read
+    (`PromptKDTrainer.prediction_step`). Every train row needs a completion when off-policy steps read them (`lmbda`
+    < 1 without `seq_kd`).
 
     Returns:
         `(train_dataset, eval_dataset)`, prepared by [`prepare_dataset`].
@@ -401,18 +425,54 @@ def prepare_datasets(train_dataset, eval_dataset, tokenizer: PreTrainedTokenizer
         return prepare_dataset(
             dataset, tokenizer, args.max_length, name, num_proc=args.dataset_num_proc,
             formatting_func=formatting_func, keep_prompt=keep_prompt,
+            chat_template_kwargs=getattr(args, "chat_template_kwargs", None),
         )
 
     train_dataset = prepare(train_dataset, "train", keep_prompt=False)
     if args.lmbda < 1.0 and not args.seq_kd:
         check_completions(train_dataset, "train", "`lmbda` < 1 asks for off-policy steps on the dataset's completions")
-    eval_sets = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+    return train_dataset, prepare_eval_datasets(eval_dataset, tokenizer, args, formatting_func)
+
+
+def prepare_eval_datasets(eval_dataset, tokenizer: PreTrainedTokenizerBase, args, formatting_func=None):
+    """The eval part of [`prepare_datasets`]: one dataset, a dict of them (`DatasetDict` too) or `None`; also used for
+    a dataset passed to `PromptKDTrainer.evaluate`."""
+    eval_sets = dict(eval_dataset) if isinstance(eval_dataset, dict) else {None: eval_dataset}
     for key, dataset in eval_sets.items():
         if dataset is not None:
             name = "eval" if key is None else f"eval[{key}]"
-            eval_sets[key] = prepare(dataset, name, keep_prompt=True)
-            check_completions(eval_sets[key], name, "`eval_loss` is the student term on the dataset's completions")
-    return train_dataset, (eval_sets if isinstance(eval_dataset, dict) else eval_sets[None])
+            eval_sets[key] = prepare_dataset(
+                dataset, tokenizer, args.max_length, name, num_proc=args.dataset_num_proc,
+                formatting_func=formatting_func, keep_prompt=True,
+                chat_template_kwargs=getattr(args, "chat_template_kwargs", None),
+            )
+            check_eval_completions(eval_sets[key], name, getattr(args, "eval_on_policy", None))
+    return eval_sets if isinstance(eval_dataset, dict) else eval_sets[None]
+
+
+def eval_completions_reason(eval_on_policy: bool | None) -> str:
+    """Why an eval set needs a completion in every row (the message of [`check_eval_completions`] and the trainer)."""
+    if eval_on_policy is False:
+        return "`eval_on_policy=False` measures `eval_loss` on the eval set's completions"
+    return (
+        "`eval_loss` is measured on the eval set's completions when its rows have them and on student samples when "
+        "it is prompt-only, never on a mixture (`eval_on_policy=None`); set `eval_on_policy=True` to measure it on "
+        "student samples for every row"
+    )
+
+
+def check_eval_completions(dataset: Dataset | IterableDataset, name: str, eval_on_policy: bool | None) -> None:
+    """Raise if a prepared eval `Dataset` cannot be measured as `eval_on_policy` asks (see `PromptKDConfig`).
+
+    `True`: anything goes (every row gets a student sample). `False`: every row needs a completion. `None`: a
+    prompt-only set (student samples) or a completion in every row. A streamed set is checked batch by batch by the
+    trainer, with the same rule and [`eval_completions_reason`].
+    """
+    if eval_on_policy is True or not isinstance(dataset, Dataset):
+        return
+    if eval_on_policy is None and len(empty_completion_rows(dataset)) == len(dataset):
+        return  # prompt-only: eval_loss on student samples, as DistillationTrainer measures it
+    check_completions(dataset, name, eval_completions_reason(eval_on_policy))
 
 
 def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None, advice: str | None = None):
@@ -476,12 +536,13 @@ def pack_sequences(
     completions: list[list[int]] | list[torch.Tensor],
     pad_id: int,
     max_length: int | None = None,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-pad `prompt + completion` sequences; labels are the completion tokens, -100 elsewhere.
 
     Right padding keeps every real token at the same position in the student (0..L-1) and in the prompted teacher
     (n..n+L-1), as the official code does (gmkim-ai/PromptKD @ 383182f, `data_utils/lm_datasets.py` right-pads the
-    training sequences).
+    training sequences). `pad_to_multiple_of` rounds the padded width up (e.g. for kernels that want multiples of 8).
     """
     rows, label_rows = [], []
     for p, c in zip(prompts, completions):
@@ -491,10 +552,11 @@ def pack_sequences(
             c = c[: max(max_length - len(p), 0)]
         rows.append(torch.cat([p, c]))
         label_rows.append(torch.cat([torch.full_like(p, -100), c]))
+    kwargs = {"padding_side": "right", "pad_to_multiple_of": pad_to_multiple_of}
     return {
-        "input_ids": pad(rows, padding_value=pad_id, padding_side="right"),
-        "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="right"),
-        "labels": pad(label_rows, padding_value=-100, padding_side="right"),
+        "input_ids": pad(rows, padding_value=pad_id, **kwargs),
+        "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0, **kwargs),
+        "labels": pad(label_rows, padding_value=-100, **kwargs),
     }
 
 
@@ -504,15 +566,19 @@ class PromptKDDataCollator:
 
     Batch keys: `prompts`, `prompt_attention_mask` (left-padded, as generation needs), and `input_ids`,
     `attention_mask`, `labels` (right-padded prompt + dataset completion, used on off-policy steps and in evaluation).
+    With `pad_to_multiple_of`, every width is rounded up to a multiple of it (`SFTConfig.pad_to_multiple_of`).
     """
 
     pad_token_id: int
     max_length: int | None = None
+    pad_to_multiple_of: int | None = None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         prompts = [torch.as_tensor(ex["prompt_ids"], dtype=torch.long) for ex in examples]
-        batch = pack_sequences(prompts, [ex["completion_ids"] for ex in examples], self.pad_token_id, self.max_length)
-        batch["prompts"] = pad(prompts, padding_value=self.pad_token_id, padding_side="left")
+        completions = [ex["completion_ids"] for ex in examples]
+        multiple = self.pad_to_multiple_of
+        batch = pack_sequences(prompts, completions, self.pad_token_id, self.max_length, pad_to_multiple_of=multiple)
+        batch["prompts"] = pad(prompts, self.pad_token_id, padding_side="left", pad_to_multiple_of=multiple)
         masks = [torch.ones_like(p) for p in prompts]
-        batch["prompt_attention_mask"] = pad(masks, padding_value=0, padding_side="left")
+        batch["prompt_attention_mask"] = pad(masks, 0, padding_side="left", pad_to_multiple_of=multiple)
         return batch

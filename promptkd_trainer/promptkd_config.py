@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,54 @@ logger = logging.get_logger(__name__)
 _PKD = "official PromptKD code (gmkim-ai/PromptKD)"
 
 UPDATE_ORDERS = ("paper", "joint")
+
+# The official code samples with top_k=0, top_p=1.0, temperature 1.0 (`train_promptkd.py`, block "1. Sampling from
+# Student"): the student's own distribution. Any other value of these fields samples from a different distribution.
+PAPER_SAMPLING = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": None, "repetition_penalty": 1.0}
+
+DEFAULT_COMPLETION_LENGTH = 256  # official max_length 512 - max_prompt_length 256
+
+# The plain KLs are the end points of the generalized JSD (GKD, Agarwal et al. 2024, and DistillationConfig's `beta`).
+BETA_OF_KL = {"forward_kl": 0.0, "reverse_kl": 1.0}
+
+# `generation_kwargs` keys that leave the sampled distribution as it is (everything else may change it).
+SAMPLING_NEUTRAL_KWARGS = {"cache_implementation", "use_cache", "disable_compile", "compile_config", "bos_token_id"}
+
+# `generation_kwargs` keys that would break the sampled batches or duplicate a field that is the single source of a
+# value (the completion budget, the end and pad tokens that also cut and pad the samples).
+GENERATION_KWARGS_REFUSED = {
+    "max_new_tokens": "set `max_completion_length` (or its alias `max_new_tokens`) instead",
+    "max_length": "set `max_completion_length` (and `max_length` for prompt + completion) instead",
+    "num_return_sequences": "PromptKD samples one completion per prompt",
+    "return_dict_in_generate": "the trainer reads the generated token ids",
+    "eos_token_id": "the end tokens are the tokenizer's and the model's generation config's, and also cut the samples",
+    "pad_token_id": "the pad token is the tokenizer's, and also pads the training batches",
+}
+
+# DistillationConfig's vLLM block (TRL >= 1.10), with TRL's defaults: accepted so that TRL configs parse, refused when
+# `use_vllm=True` (see `_validate_vllm`).
+VLLM_DEFAULTS = {
+    "vllm_mode": "colocate",
+    "vllm_model_impl": "vllm",
+    "vllm_enable_sleep_mode": False,
+    "vllm_structured_outputs_regex": None,
+    "vllm_server_base_url": None,
+    "vllm_server_host": "0.0.0.0",
+    "vllm_server_port": 8000,
+    "vllm_server_timeout": 240.0,
+    "vllm_group_port": 51216,
+    "vllm_gpu_memory_utilization": 0.3,
+    "vllm_max_model_length": None,
+    "vllm_tensor_parallel_size": 1,
+}
+
+
+def _is_int(value) -> bool:  # bool is an int subclass: `num_virtual_tokens=True` must not pass as 1
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:  # a finite number: inf and nan pass every `>=` / `>` test otherwise
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -43,28 +92,46 @@ class PromptKDConfig(SFTConfig):
     KL(prompted teacher || student), KL(prompted teacher || teacher) and KL(student || prompted teacher).
 
     This class only holds the parameters specific to PromptKD; see [`~trl.SFTConfig`] and
-    [`~transformers.TrainingArguments`] for the rest. Fields shared with TRL's `GKDConfig` keep GKD's names and
-    meanings (`lmbda`, `beta`, `temperature`, `max_new_tokens`, `seq_kd`, `teacher_model_name_or_path`,
-    `teacher_model_init_kwargs`, `disable_dropout`), so a GKD script can switch by changing its imports. Five of them
-    keep the paper's defaults instead of GKD's, so a GKD script that relies on GKD's defaults trains differently after
-    the switch; set them explicitly to keep GKD's behaviour:
+    [`~transformers.TrainingArguments`] for the rest. Fields shared with TRL's `GKDConfig` (`trl.experimental.gkd`) and
+    `DistillationConfig` (`trl`, stable since TRL 1.10) keep their names and meanings, so a GKD or DistillationTrainer
+    script can switch by changing its imports. Settings that cannot apply to PromptKD (`use_vllm=True`,
+    `max_tool_calling_iterations`) are refused with the reason. These shared fields keep the paper's defaults instead
+    of TRL's, so a script that relies on TRL's defaults trains differently after the switch; set them explicitly to
+    keep TRL's behaviour:
 
-    | field | `GKDConfig` default | `PromptKDConfig` default | why |
-    |---|---|---|---|
-    | `lmbda` | `0.5` | `1.0` | PromptKD is always on-policy: the student samples every completion (official code). |
-    | `temperature` | `0.9` | `1.0` | The official code samples at temperature 1.0 (with `top_k=0`, `top_p=1.0`). |
-    | `max_new_tokens` | `128` | `256` | Official `max_length` 512 minus `max_prompt_length` 256. |
-    | `learning_rate` | `2e-5` | `5e-5` | Official GPT-2 base script (the other setups use 1e-5 or 5e-6). |
-    | `max_length` | `1024` | `512` | Official `max_length` 512 (prompt + completion). |
+    | field | `GKDConfig` | `DistillationConfig` | `PromptKDConfig` | why (official code) |
+    |---|---|---|---|---|
+    | `lmbda` | `0.5` | none | `1.0` | always on-policy |
+    | `beta` | `0.5` | `1.0` | `1.0` | student term KL(student \|\| prompted teacher) |
+    | `temperature` | `0.9` | `1.0` | `1.0` | sampling temperature 1 (sampling only, see below) |
+    | `max_new_tokens` | `128` | `512` | `256` | `max_length` 512 - `max_prompt_length` 256 |
+    | `learning_rate` | `2e-5` | `1e-6` | `5e-5` | GPT-2 base script (others: 1e-5, 5e-6) |
+    | `max_length` | `1024` | none | `512` | `max_length` 512 (prompt + completion) |
+    | `disable_dropout` | `True` | `False` | `False` | both models train with their dropout |
+    | `shuffle_dataset` | `False` | `True` | `True` | the training set is shuffled every epoch |
 
-    `beta` has GKD's default (0.5) but only acts through the `"jsd"` loss types; the defaults are reverse KL, where GKD
-    uses its generalized JSD for every `beta`. Setting `beta` without a `"jsd"` term logs a warning.
+    `max_new_tokens` is `max_completion_length` in `DistillationConfig` (both names are accepted and hold one
+    value); a completion is cut so that prompt + completion fits in `max_length`, which `DistillationConfig` does not
+    have. `temperature` applies to sampling only, as in GKD; `DistillationConfig` also divides the loss's logits by
+    it, which `loss_temperature` does here. `lmbda` does not exist in `DistillationConfig` (always on-policy).
+    `shuffle_dataset` has `DistillationConfig`'s meaning (`False` reads the training set in order); `GKDConfig`'s
+    `False` only skips a pre-shuffle, and its sampler still shuffles.
+
+    `beta` is the one knob of the student term, as in `DistillationConfig` and GKD's generalized JSD: `0.0` is the
+    forward KL KL(prompted teacher || student), `1.0` the reverse KL KL(student || prompted teacher) (the default),
+    values in between the generalized JSD. `student_loss_type` is resolved from it (and the other way round); setting
+    both to values that disagree is an error. Sampling settings other than the official ones (`temperature` 1,
+    `top_k` 0, `top_p` 1, no `min_p`, no `repetition_penalty`, no sampling `generation_kwargs`) make the student sample
+    from a distribution other than its own: the run is then no longer on-policy distillation as in the paper, and a
+    warning says so.
 
     Parameters:
         > Parameters that control the teacher and its soft prompt
 
         teacher_model_name_or_path (`str`, *optional*):
             Teacher model id or local path, used when `teacher_model` is not passed to the trainer.
+        teacher_model_revision (`str`, *optional*):
+            Revision (branch, tag or commit) of the teacher when it is loaded from a string.
         teacher_model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a string.
         num_virtual_tokens (`int`, *optional*, defaults to `7`):
@@ -83,17 +150,23 @@ class PromptKDConfig(SFTConfig):
 
         > Parameters that control the losses
 
-        student_loss_type (`str`, *optional*, defaults to `"reverse_kl"`):
-            Divergence of the student term, KL(student || prompted teacher) by default.
+        student_loss_type (`str`, *optional*):
+            Divergence of the student term. Defaults to the one `beta` names (`"reverse_kl"` at `beta=1`, the default;
+            `"forward_kl"` at 0; `"jsd"` in between). `"reverse_kl"` / `"forward_kl"` with a `beta` other than 1 / 0
+            is an error; the `"skew_*"` types take no `beta`.
         prompt_loss_type (`str`, *optional*, defaults to `"reverse_kl"`):
             Divergence of the prompt term, KL(prompted teacher || student) by default.
         reg_loss_type (`str`, *optional*, defaults to `"reverse_kl"`):
             Divergence of the regulariser, KL(prompted teacher || teacher without prompt) by default.
         reg_coef (`float`, *optional*, defaults to `1.0`):
             Regulariser coefficient; its weight decays linearly, `reg_coef * (1 - global_step / max_steps)`.
-        beta (`float`, *optional*, defaults to `0.5`):
-            Interpolation of the generalized JSD (GKD's `beta`), used only by the `"jsd"` loss types (a warning is
-            logged when it is set while no `"jsd"` term is in use).
+        beta (`float`, *optional*, defaults to `1.0`):
+            The student term's divergence, as `DistillationConfig.beta`: generalized JSD interpolation, `0.0` forward
+            KL, `1.0` reverse KL (the paper's), JSD in between. Defaults to the value `student_loss_type` implies
+            (0.5 for `"jsd"`); stays `None` with a `"skew_*"` student term, which takes no `beta`.
+        prompt_beta (`float`, *optional*, defaults to `0.5`):
+            Generalized JSD interpolation of `"jsd"` prompt and regulariser terms (a warning is logged when it is set
+            while no such term is in use).
         skew_alpha (`float`, *optional*, defaults to `0.1`):
             Mixing weight of the skew KL losses (DistiLLM's alpha).
         loss_temperature (`float`, *optional*, defaults to `1.0`):
@@ -121,18 +194,65 @@ class PromptKDConfig(SFTConfig):
             Top-k of on-policy generation (0 disables it).
         top_p (`float`, *optional*, defaults to `1.0`):
             Top-p of on-policy generation.
+        max_completion_length (`int`, *optional*, defaults to `256`):
+            Maximum number of sampled tokens, `DistillationConfig`'s name (official code: max_length 512 -
+            max_prompt_length 256). Capped per batch so that prompt + completion fits in `max_length`.
         max_new_tokens (`int`, *optional*, defaults to `256`):
-            Maximum number of sampled tokens (official code: max_length 512 - max_prompt_length 256).
+            GKD's name of `max_completion_length`; the two always hold the same value (setting both to different
+            values is an error).
+        min_p (`float`, *optional*):
+            Minimum token probability relative to the most likely token, for on-policy sampling (not the paper's).
+        repetition_penalty (`float`, *optional*, defaults to `1.0`):
+            Repetition penalty of on-policy sampling (1.0: none, the paper's).
+        generation_kwargs (`dict[str, Any]`, *optional*):
+            More [`~transformers.GenerationConfig`] fields for on-policy sampling; they override the fields above.
+            Keys that would change the batch layout or duplicate a single source are refused (`max_new_tokens`,
+            `max_length`, `num_return_sequences`, `return_dict_in_generate`, `eos_token_id`, `pad_token_id`).
+        cache_implementation (`str`, *optional*):
+            `cache_implementation` of on-policy sampling (`GenerationConfig`).
+        chat_template_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments of `apply_chat_template` when conversational prompts are rendered (e.g.
+            `{"enable_thinking": False}`).
+        ds3_gather_for_generation (`bool`, *optional*, defaults to `True`):
+            Under DeepSpeed ZeRO-3, gather the student's weights for sampling (faster); `False` samples with the
+            partitioned weights, for students that do not fit on one device.
+        use_vllm (`bool`, *optional*, defaults to `False`):
+            `True` is refused: vLLM student sampling is not implemented. The `vllm_*` fields of `DistillationConfig`
+            are accepted so that TRL configs parse; a non-default value logs a warning that it is unused.
+        max_tool_calling_iterations (`int`, *optional*):
+            Refused when set: PromptKD samples single-turn completions without tools.
+        log_completions (`bool`, *optional*, defaults to `False`):
+            Log the on-policy (prompt, completion) pairs of the latest optimizer step at every logging step, as
+            `DistillationTrainer` does: printed with `rich` if installed, written to
+            `output_dir/completions/completions_<step>.parquet`, and sent to wandb / trackio when they are in
+            `report_to`.
+        num_completions_to_print (`int`, *optional*):
+            Number of those pairs printed with `rich`; all when `None`.
+        log_unique_prompts (`bool`, *optional*, defaults to `False`):
+            Send each prompt once to wandb / trackio.
+        eval_on_policy (`bool`, *optional*):
+            What `eval_loss` (the student term) is measured on. `True`: completions the student samples for the eval
+            prompts, as `DistillationTrainer` evaluates. `False`: the eval set's own completions; rows without one are
+            an error. `None` (default): the eval set's completions when its rows have them, student samples when it
+            is prompt-only; a set that mixes both is an error (for a streamed set, when the first batch of the other
+            kind is read).
         force_eos (`bool`, *optional*, defaults to `True`):
             When a sample reaches `max_new_tokens` without EOS, replace its last token by EOS (official code).
         seq_kd (`bool`, *optional*, defaults to `False`):
             On off-policy steps, train on completions sampled from the prompted teacher instead of the dataset's.
-        disable_dropout (`bool`, *optional*, defaults to `True`):
-            Disable dropout in student and teacher (GKD's default). With dropout on, the targets are computed in eval
-            mode, as in the official code.
+        disable_dropout (`bool`, *optional*, defaults to `False`):
+            Disable dropout in student and teacher (GKD's default is `True`, DistillationConfig's `False`). With
+            dropout on (the official code's setting), the targets are computed in eval mode, as in the official code.
+        shuffle_dataset (`bool`, *optional*, defaults to `True`):
+            Shuffle the training set (a streamed one through a buffer), as `DistillationConfig`; `False` reads it in
+            order.
     """
 
-    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + [
+        "teacher_model_init_kwargs",
+        "generation_kwargs",
+        "chat_template_kwargs",
+    ]
 
     # Overridden defaults.
     learning_rate: float = field(
@@ -141,6 +261,13 @@ class PromptKDConfig(SFTConfig):
     max_length: int | None = field(
         default=512,
         metadata={"help": f"Maximum length of prompt + completion in tokens ({_PKD}: max_length=512)."},
+    )
+    shuffle_dataset: bool = field(
+        default=True,
+        metadata={
+            "help": f"Shuffle the training set, as DistillationConfig (default True; {_PKD}: shuffled every epoch). "
+            "False reads it in order."
+        },
     )
     bf16: bool | None = field(
         default=None,
@@ -154,6 +281,10 @@ class PromptKDConfig(SFTConfig):
     teacher_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Teacher model id or path, used when the trainer is not given a teacher model (GKD)."},
+    )
+    teacher_model_revision: str | None = field(
+        default=None,
+        metadata={"help": "Teacher revision (branch, tag or commit) when loaded from a string (DistillationConfig)."},
     )
     teacher_model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
@@ -190,11 +321,11 @@ class PromptKDConfig(SFTConfig):
     )
 
     # Losses.
-    student_loss_type: str = field(
-        default="reverse_kl",
+    student_loss_type: str | None = field(
+        default=None,
         metadata={
             "help": f"Student term, one of {DIVERGENCE_TYPES}; reverse_kl = KL(student || prompted teacher) "
-            f"({_PKD}: hard-wired reverse KL).",
+            f"({_PKD}: hard-wired reverse KL). None: the divergence `beta` names (reverse_kl at the default beta=1).",
         },
     )
     prompt_loss_type: str = field(
@@ -218,11 +349,19 @@ class PromptKDConfig(SFTConfig):
             "--base-coef 1.0, linear decay)."
         },
     )
-    beta: float = field(
+    beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "The student term's divergence, as DistillationConfig's beta: 0.0 forward KL, 1.0 reverse KL "
+            f"(default; {_PKD}), generalized JSD in between. None: the value student_loss_type implies (1.0 by "
+            "default; none for the skew types)."
+        },
+    )
+    prompt_beta: float = field(
         default=0.5,
         metadata={
-            "help": "Generalized JSD interpolation, used only by the 'jsd' loss types (GKD's beta, default 0.5; GKD "
-            "always uses its JSD, PromptKD's default losses are reverse KL)."
+            "help": "Generalized JSD interpolation of 'jsd' prompt and regulariser terms (GKD's default 0.5); the "
+            "student term's is `beta`."
         },
     )
     skew_alpha: float = field(
@@ -277,11 +416,45 @@ class PromptKDConfig(SFTConfig):
     )
     top_k: int = field(default=0, metadata={"help": f"Sampling top-k, 0 disables ({_PKD}: top_k=0)."})
     top_p: float = field(default=1.0, metadata={"help": f"Sampling top-p ({_PKD}: top_p=1.0)."})
-    max_new_tokens: int = field(
-        default=256,
+    max_completion_length: int | None = field(
+        default=None,
         metadata={
-            "help": f"Maximum sampled tokens (GKD default 128; {_PKD}: max_length 512 - max_prompt_length 256 "
-            "= 256)."
+            "help": f"Maximum sampled tokens (DistillationConfig's name, default 512 there; {_PKD}: max_length 512 - "
+            "max_prompt_length 256 = 256, the default). Same value as max_new_tokens."
+        },
+    )
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "GKD's name of max_completion_length (GKD default 128); the two always hold the same value "
+            "(default 256)."
+        },
+    )
+    min_p: float | None = field(
+        default=None, metadata={"help": f"Sampling min-p (DistillationConfig; {_PKD}: none)."}
+    )
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": f"Sampling repetition penalty (DistillationConfig; {_PKD}: none, 1.0)."}
+    )
+    generation_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "More GenerationConfig fields for on-policy sampling; they override the sampling fields "
+            "(DistillationConfig)."
+        },
+    )
+    cache_implementation: str | None = field(
+        default=None, metadata={"help": "cache_implementation of on-policy sampling (DistillationConfig)."}
+    )
+    chat_template_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments of apply_chat_template for conversational prompts (DistillationConfig)."},
+    )
+    ds3_gather_for_generation: bool = field(
+        default=True,
+        metadata={
+            "help": "Under ZeRO-3, gather the student's weights for sampling (faster); False samples with the "
+            "partitioned weights (DistillationConfig)."
         },
     )
     force_eos: bool = field(
@@ -295,7 +468,55 @@ class PromptKDConfig(SFTConfig):
         metadata={"help": "Off-policy steps train on prompted-teacher samples instead of the dataset (GKD)."},
     )
     disable_dropout: bool = field(
-        default=True, metadata={"help": "Disable dropout in student and teacher (GKD default True)."}
+        default=False,
+        metadata={
+            "help": "Disable dropout in student and teacher (GKD default True, DistillationConfig False; "
+            f"{_PKD}: dropout on)."
+        },
+    )
+    eval_on_policy: bool | None = field(
+        default=None,
+        metadata={
+            "help": "eval_loss on student samples for the eval prompts (True, as DistillationTrainer), on the eval "
+            "set's completions (False), or None: completions when the rows have them, samples for a prompt-only set."
+        },
+    )
+
+    # DistillationConfig (TRL >= 1.10) fields that PromptKD cannot use: accepted so that TRL configs parse, refused
+    # when set to act (see `_validate_trl_distillation`).
+    use_vllm: bool = field(
+        default=False,
+        metadata={"help": "Refused when True: vLLM student sampling is not implemented (DistillationConfig)."},
+    )
+    vllm_mode: str = field(default="colocate", metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_model_impl: str = field(default="vllm", metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_enable_sleep_mode: bool = field(default=False, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_structured_outputs_regex: str | None = field(default=None, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_server_base_url: str | None = field(default=None, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_server_timeout: float = field(default=240.0, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_group_port: int = field(default=51216, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_max_model_length: int | None = field(default=None, metadata={"help": "Unused (use_vllm is refused)."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "Unused (use_vllm is refused)."})
+    max_tool_calling_iterations: int | None = field(
+        default=None, metadata={"help": "Refused when set: PromptKD samples single-turn completions without tools."}
+    )
+
+    # Logging of sampled completions (DistillationConfig).
+    log_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "Log the latest step's on-policy (prompt, completion) pairs at every logging step: printed with "
+            "rich, written to output_dir/completions/*.parquet, sent to wandb/trackio (DistillationConfig)."
+        },
+    )
+    num_completions_to_print: int | None = field(
+        default=None, metadata={"help": "Pairs printed with rich; all when None (DistillationConfig)."}
+    )
+    log_unique_prompts: bool = field(
+        default=False, metadata={"help": "Send each prompt once to wandb/trackio (DistillationConfig)."}
     )
 
     def __post_init__(self):
@@ -304,24 +525,87 @@ class PromptKDConfig(SFTConfig):
             self.bf16 = is_torch_bf16_gpu_available() and not self.fp16 and not self.use_cpu
         init_cpu_process_group(self)  # with `ddp_timeout`, which TrainingArguments drops under use_cpu
         super().__post_init__()
-        if self.teacher_model_init_kwargs is not None and not isinstance(self.teacher_model_init_kwargs, dict):
-            raise ValueError("`teacher_model_init_kwargs` must be a dict or a JSON string of a dict.")
+        for name in ("teacher_model_init_kwargs", "generation_kwargs", "chat_template_kwargs"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"`{name}` must be a dict or a JSON string of a dict, got {value!r}.")
+        self._resolve_completion_length()
+        self._resolve_student_divergence()
         self._validate()
-        self._warn_unused_beta()
+        self._validate_trl_distillation()
+        self._warn_unused_prompt_beta()
+        self._warn_off_policy_sampling()
+
+    def _resolve_completion_length(self) -> None:
+        """`max_completion_length` (DistillationConfig) and `max_new_tokens` (GKD) are one setting: both end up with
+        the same value, and two different values are an error."""
+        names = ("max_completion_length", "max_new_tokens")
+        given = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        for name, value in given.items():
+            if not _is_int(value):
+                raise ValueError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__}).")
+        if len(set(given.values())) > 1:
+            raise ValueError(
+                f"`max_completion_length={self.max_completion_length}` and `max_new_tokens={self.max_new_tokens}` "
+                "disagree: they are DistillationConfig's and GKD's names of one setting, the number of sampled "
+                "tokens. Set only one of them."
+            )
+        value = next(iter(given.values()), DEFAULT_COMPLETION_LENGTH)
+        self.max_completion_length = self.max_new_tokens = value
+
+    def _resolve_student_divergence(self) -> None:
+        """`beta` and `student_loss_type` name the student term's divergence together (one knob, see the class
+        docstring); fill in the one that is not set and refuse two that disagree."""
+        loss_type, beta = self.student_loss_type, self.beta
+        if beta is not None and not (_is_real(beta) and 0.0 <= beta <= 1.0):
+            raise ValueError(
+                f"`beta` must be in [0, 1] (0 forward KL, 1 reverse KL, generalized JSD in between), got {beta!r}."
+            )
+        if loss_type is not None and loss_type not in DIVERGENCE_TYPES:
+            raise ValueError(f"`student_loss_type` must be one of {DIVERGENCE_TYPES} or None, got {loss_type!r}.")
+        if loss_type is None:
+            beta = 1.0 if beta is None else float(beta)
+            loss_type = "forward_kl" if beta == 0.0 else "reverse_kl" if beta == 1.0 else "jsd"
+        elif loss_type in BETA_OF_KL:
+            if beta is None:
+                beta = BETA_OF_KL[loss_type]
+            elif beta != BETA_OF_KL[loss_type]:
+                raise ValueError(
+                    f"`student_loss_type={loss_type!r}` is `beta={BETA_OF_KL[loss_type]}`, but `beta={beta}` is set: "
+                    "`beta` chooses the student's divergence (0 forward KL, 1 reverse KL, JSD in between, as in "
+                    "DistillationConfig). Set only one of them."
+                )
+        elif loss_type == "jsd":
+            beta = 0.5 if beta is None else float(beta)
+        elif beta is not None:  # skew KLs
+            raise ValueError(
+                f"`beta={beta}` has no effect with `student_loss_type={loss_type!r}`: the skew KLs are set by "
+                "`skew_alpha`. Drop `beta` (or use `student_loss_type='jsd'`)."
+            )
+        self.student_loss_type, self.beta = loss_type, beta
+
+    def check_consistency(self) -> None:
+        """Raise if fields that hold one setting were changed apart after `__post_init__` (the trainer calls it)."""
+        if self.max_completion_length != self.max_new_tokens:
+            raise ValueError(
+                f"`max_completion_length={self.max_completion_length}` and `max_new_tokens={self.max_new_tokens}` "
+                "disagree: they are one setting. Change both, or build a new config."
+            )
+        implied = BETA_OF_KL.get(self.student_loss_type)
+        if implied is not None and self.beta != implied:
+            raise ValueError(
+                f"`beta={self.beta}` disagrees with `student_loss_type={self.student_loss_type!r}` (beta={implied}): "
+                "they are one setting. Change both, or build a new config."
+            )
 
     def _validate(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(message)
 
-        def is_int(value) -> bool:  # bool is an int subclass: `num_virtual_tokens=True` must not pass as 1
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def is_real(value) -> bool:  # a finite number: inf and nan pass every `>=` / `>` test below otherwise
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-        for name in ("lmbda", "beta", "skew_alpha", "reg_coef", "teacher_weight_decay", "temperature",
-                     "loss_temperature", "top_p"):
+        is_int, is_real = _is_int, _is_real
+        for name in ("lmbda", "prompt_beta", "skew_alpha", "reg_coef", "teacher_weight_decay", "temperature",
+                     "loss_temperature", "top_p", "repetition_penalty"):
             value = getattr(self, name)
             check(is_real(value), f"`{name}` must be a finite number, got {value!r}.")
         check(
@@ -336,7 +620,24 @@ class PromptKDConfig(SFTConfig):
             check(value is None or is_int(value), f"`{name}` must be an integer or None, got {value!r}.")
 
         check(0.0 <= self.lmbda <= 1.0, f"`lmbda` must be in [0, 1] (probability of an on-policy step), got {self.lmbda}.")
-        check(0.0 <= self.beta <= 1.0, f"`beta` must be in [0, 1] (generalized JSD interpolation), got {self.beta}.")
+        check(
+            0.0 <= self.prompt_beta <= 1.0,
+            f"`prompt_beta` must be in [0, 1] (generalized JSD interpolation), got {self.prompt_beta}.",
+        )
+        check(
+            self.min_p is None or (is_real(self.min_p) and 0.0 <= self.min_p <= 1.0),
+            f"`min_p` must be in [0, 1] or None, got {self.min_p!r}.",
+        )
+        check(self.repetition_penalty > 0.0, f"`repetition_penalty` must be > 0, got {self.repetition_penalty}.")
+        check(
+            self.num_completions_to_print is None
+            or (is_int(self.num_completions_to_print) and self.num_completions_to_print >= 1),
+            f"`num_completions_to_print` must be an integer >= 1 or None, got {self.num_completions_to_print!r}.",
+        )
+        check(
+            self.eval_on_policy in (None, True, False),
+            f"`eval_on_policy` must be True, False or None, got {self.eval_on_policy!r}.",
+        )
         check(
             0.0 < self.skew_alpha < 1.0,
             f"`skew_alpha` must be in (0, 1) (DistiLLM uses 0.1), got {self.skew_alpha}.",
@@ -358,7 +659,7 @@ class PromptKDConfig(SFTConfig):
             f"`teacher_learning_rate` must be >= 0 or None (None reuses learning_rate), got {self.teacher_learning_rate}.",
         )
         check(self.teacher_weight_decay >= 0.0, f"`teacher_weight_decay` must be >= 0, got {self.teacher_weight_decay}.")
-        for name in ("student_loss_type", "prompt_loss_type", "reg_loss_type"):
+        for name in ("prompt_loss_type", "reg_loss_type"):
             value = getattr(self, name)
             check(value in DIVERGENCE_TYPES, f"`{name}` must be one of {DIVERGENCE_TYPES}, got {value!r}.")
         check(self.update_order in UPDATE_ORDERS, f"`update_order` must be one of {UPDATE_ORDERS}, got {self.update_order!r}.")
@@ -382,7 +683,8 @@ class PromptKDConfig(SFTConfig):
         )
 
     def jsd_terms(self) -> list[str]:
-        """The loss-type fields that use the generalized JSD (and so `beta`) with this configuration."""
+        """The loss-type fields that use the generalized JSD with this configuration (the student term with `beta`,
+        the prompt and regulariser terms with `prompt_beta`)."""
         terms = ["student_loss_type"]
         if self.num_virtual_tokens > 0:  # without a prompt, only the student term is computed
             terms.append("prompt_loss_type")
@@ -390,14 +692,73 @@ class PromptKDConfig(SFTConfig):
                 terms.append("reg_loss_type")
         return [name for name in terms if getattr(self, name) == "jsd"]
 
-    def _warn_unused_beta(self) -> None:
-        # GKD's `beta` always acts (its loss is the generalized JSD); here it only acts through "jsd" terms, so a GKD
-        # user who sets it with the default reverse-KL losses would otherwise change nothing without a word.
-        default = type(self).__dataclass_fields__["beta"].default
-        if self.beta != default and not self.jsd_terms():
+    def _warn_unused_prompt_beta(self) -> None:
+        default = type(self).__dataclass_fields__["prompt_beta"].default
+        if self.prompt_beta != default and not set(self.jsd_terms()) - {"student_loss_type"}:
             logger.warning(
-                f"`beta={self.beta}` is set but has no effect: no loss term uses the generalized JSD "
-                f"(student_loss_type={self.student_loss_type!r}, prompt_loss_type={self.prompt_loss_type!r}, "
-                f"reg_loss_type={self.reg_loss_type!r}). Set a loss type to 'jsd' to use it (GKD's loss is the JSD), "
-                "or drop `beta`."
+                f"`prompt_beta={self.prompt_beta}` is set but has no effect: neither the prompt nor the regulariser "
+                f"term uses the generalized JSD (prompt_loss_type={self.prompt_loss_type!r}, "
+                f"reg_loss_type={self.reg_loss_type!r}, reg_coef={self.reg_coef}, "
+                f"num_virtual_tokens={self.num_virtual_tokens}). The student term's divergence is `beta`."
+            )
+
+    def _validate_trl_distillation(self) -> None:
+        """DistillationConfig settings that PromptKD cannot honour are refused, and unused ones are named."""
+        if self.use_vllm:
+            installed = importlib.util.find_spec("vllm") is not None
+            raise ValueError(
+                "`use_vllm=True` is not supported: PromptKDTrainer samples the student with transformers' `generate` "
+                "only. vLLM student sampling (TRL's colocate mode, with a weight sync every step) is not implemented "
+                f"in this package yet, so it is refused rather than run untested (vLLM is "
+                f"{'installed' if installed else 'not installed'} here). Set `use_vllm=False`."
+            )
+        unused = [f"{k}={getattr(self, k)!r}" for k, v in VLLM_DEFAULTS.items() if getattr(self, k) != v]
+        if unused:
+            logger.warning(f"{', '.join(unused)} has no effect: `use_vllm` is False (vLLM is not supported).")
+        if self.max_tool_calling_iterations is not None:
+            raise ValueError(
+                f"`max_tool_calling_iterations={self.max_tool_calling_iterations}` is not supported: PromptKDTrainer "
+                "does not call tools (PromptKD samples single-turn completions; the trainer takes no `tools`). "
+                "Remove it."
+            )
+        if not self.log_completions and (self.num_completions_to_print is not None or self.log_unique_prompts):
+            logger.warning(
+                "`num_completions_to_print` / `log_unique_prompts` have no effect without `log_completions=True`."
+            )
+        for key, reason in GENERATION_KWARGS_REFUSED.items():
+            if key in (self.generation_kwargs or {}):
+                raise ValueError(f"`generation_kwargs` must not set `{key}`: {reason}.")
+        if self.generation_kwargs:
+            from transformers import GenerationConfig
+
+            known = set(GenerationConfig().to_dict())
+            unknown = sorted(set(self.generation_kwargs) - known)
+            if unknown:
+                raise ValueError(
+                    f"`generation_kwargs` has keys that are not GenerationConfig fields: {unknown} (they would be "
+                    "ignored)."
+                )
+
+    def off_policy_sampling(self) -> dict[str, Any]:
+        """The sampling settings that differ from the official code's (student samples from its own distribution):
+        `{name: value}`, empty for the paper's sampling."""
+        departures = {k: getattr(self, k) for k, v in PAPER_SAMPLING.items() if getattr(self, k) != v}
+        for key, value in (self.generation_kwargs or {}).items():
+            if key in PAPER_SAMPLING or key not in SAMPLING_NEUTRAL_KWARGS:
+                departures[f"generation_kwargs[{key!r}]"] = value
+        return departures
+
+    def _warn_off_policy_sampling(self) -> None:
+        departures = self.off_policy_sampling()
+        if departures:
+            shown = ", ".join(f"{k}={v!r}" for k, v in departures.items())
+            logger.warning(
+                f"On-policy sampling departs from PromptKD's ({shown}; official: temperature 1, top_k 0, top_p 1, no "
+                "min_p or repetition penalty): the student's samples no longer come from its own distribution, so "
+                "the run is not the paper's on-policy distillation. Intended for ablations."
+            )
+        if self.temperature != 1.0 and self.loss_temperature == 1.0:
+            logger.warning(
+                f"`temperature={self.temperature}` applies to sampling only (as in GKD); DistillationConfig also "
+                "divides the loss's logits by it. Set `loss_temperature` to the same value to do the same."
             )

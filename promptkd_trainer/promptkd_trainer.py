@@ -9,11 +9,13 @@ the model card `model_card.py`.
 from __future__ import annotations
 
 import copy
+import os
 from collections import defaultdict
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+from accelerate.utils import gather_object
 from datasets import Dataset, IterableDataset
 from peft import PeftConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
@@ -22,12 +24,14 @@ from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
-from .checkpointing import PromptCheckpointing
+from .checkpointing import COMPLETIONS_DIR, PromptCheckpointing
 from .checks import check_causal, check_models, fitted_length_advice
-from .data import PromptKDDataCollator, check_collator, prepare_datasets, prepare_tokenizer, recheck_prompt_lengths
+from .data import PromptKDDataCollator, check_collator, eval_completions_reason, prepare_datasets, prepare_tokenizer
+from .data import prepare_eval_datasets, recheck_prompt_lengths
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
 from .evaluation import CallbackMetricsLogging
+from .files import check_writes_inside
 from .model_card import TeacherModelCard
 from .promptkd_config import PromptKDConfig
 from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
@@ -84,6 +88,12 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
             Adapter for the *student* (e.g. LoRA), as in `SFTTrainer`.
         formatting_func (`Callable[[dict], dict]`, *optional*):
             Maps a raw row to a dict with `prompt`/`completion` or `messages`.
+        quantization_config (`BitsAndBytesConfig`, *optional*):
+            Quantization of the *student* when it is given as a string, as in TRL's `DistillationTrainer` and
+            `SFTTrainer` (combine with `peft_config` for QLoRA); ignored, with a warning, for an instantiated model.
+            The teacher is quantized through `teacher_model_init_kwargs`, as in TRL.
+        tools (`list[Callable]`, *optional*):
+            `DistillationTrainer`'s tool calling. Refused when non-empty: PromptKD samples single-turn completions.
     """
 
     _tag_names = ["trl", "promptkd"]
@@ -131,10 +141,24 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         peft_config: PeftConfig | None = None,
         formatting_func: Callable[[dict], dict] | None = None,
+        quantization_config=None,
+        tools: list[Callable] | None = None,
     ):
         if model is None:
             raise ValueError("`model` (the student) is required: pass a model or its id / path.")
+        if tools:
+            raise ValueError(
+                f"`tools` is not supported ({len(tools)} given): PromptKDTrainer does not call tools. PromptKD samples"
+                " single-turn completions from the student and trains the teacher's soft prompt on them; multi-turn "
+                "tool-calling rollouts (DistillationTrainer's `tools`) are not implemented. Pass no `tools`."
+            )
         args = self._resolve_args(model, args)
+        if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+            raise ValueError(
+                f"Prompt-learning PEFT methods ({type(peft_config).__name__}) are not supported for the student: "
+                "PromptKD's soft prompt lives on the teacher (`num_virtual_tokens`), and virtual tokens on the "
+                "student would shift its logits against the teacher's. Use a weight-based adapter such as LoRA."
+            )
         # Before any model is loaded: FSDP is refused (trl#2580), and under ZeRO-3 `from_pretrained` needs
         # deepspeed.comm up to partition models given as strings.
         check_fsdp_unsupported(args)
@@ -143,7 +167,10 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         tokenizer = prepare_tokenizer(model, processing_class, args)
         train_dataset, eval_dataset = prepare_datasets(train_dataset, eval_dataset, tokenizer, args, formatting_func)
         if data_collator is None:
-            data_collator = PromptKDDataCollator(pad_token_id=tokenizer.pad_token_id, max_length=args.max_length)
+            data_collator = PromptKDDataCollator(
+                pad_token_id=tokenizer.pad_token_id, max_length=args.max_length,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+            )
         check_collator(data_collator, train_dataset)
         teacher = load_teacher(teacher_model, args)
 
@@ -158,10 +185,16 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
             callbacks=callbacks,
             optimizers=optimizers,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            quantization_config=quantization_config,
             peft_config=peft_config,
         )
         # Our own reduction (token sums over the window's completion tokens) replaces the Trainer's label counting.
         self.model_accepts_loss_kwargs = False
+        # The student agrees with the tokenizer on the pad token (EOS when it has none), as DistillationTrainer makes
+        # it: otherwise transformers realigns it at train time and reports a change the user did not make.
+        self.model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+        self.model.generation_config.pad_token_id = tokenizer.pad_token_id
+        self._formatting_func = formatting_func
         configured_max_length = args.max_length
         self._vocab_size = check_models(self.model, teacher, tokenizer, args)
         if args.max_length != configured_max_length:  # lowered to fit the models: prompts must fit the new value
@@ -188,6 +221,10 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         self.prompt_scheduler = None
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}  # averaged and logged by SFTTrainer
         self._window: Window | None = None
+        self._eval_source: str | None = None  # what the current evaluation measures eval_loss on
+        self._eval_batches = 0
+        # DistillationTrainer's `log_completions`: the latest optimizer step's on-policy (prompt, completion) pairs.
+        self._completion_logs: dict[str, list[str]] = {"prompt": [], "completion": []}
 
     @staticmethod
     def _resolve_args(model, args) -> PromptKDConfig:
@@ -202,6 +239,7 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
             args = PromptKDConfig(**{k: v for k, v in dict_args.items() if k in PromptKDConfig.__dataclass_fields__})
         else:
             raise TypeError(f"`args` must be a PromptKDConfig, got {type(args).__name__}.")
+        args.check_consistency()  # fields that hold one setting (e.g. a later `args.beta = ...`) must still agree
         # Columns are consumed by our collator, and datasets are tokenized by `prepare_dataset`.
         args.remove_unused_columns = False
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
@@ -253,6 +291,8 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         completion or, with `seq_kd`, a sample of the prompted teacher.
         """
         batches, on_policy = [], 0
+        if self.args.log_completions:
+            self._completion_logs = {"prompt": [], "completion": []}  # the latest optimizer step's only
         for i, batch in enumerate(window.raw):
             batch = self._prepare_inputs(batch)
             source = None
@@ -262,10 +302,9 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
                 source = "teacher"
             if source is not None:
                 completions = self._generate_completions(model if source == "student" else None, batch, source)
-                batch = with_completions(
-                    batch, completions, self._eos_ids, self.processing_class.pad_token_id, self.args.max_length,
-                    self.args.force_eos,
-                )
+                batch = self._with_completions(batch, completions)
+                if source == "student" and self.args.log_completions:
+                    self._record_completions(batch)
             batches.append(batch)
         local, window.num_items = count_completion_tokens(batches, self.accelerator)
         window.batches = batches
@@ -308,7 +347,9 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         else:
             with torch.no_grad():
                 target = self._teacher_logits(inputs)
-        loss = self._div(student_logits, target, self.args.student_loss_type, mask, num_items_in_batch)
+        loss = self._div(
+            student_logits, target, self.args.student_loss_type, mask, num_items_in_batch, beta=self.args.beta
+        )
         self._add_train_stat(model, "loss/student", loss)
         if joint:
             student_target = self._student_target(model, inputs, student_logits)
@@ -320,17 +361,75 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
             check_finite(loss, self._window, self.state.global_step + 1)
         return (loss, None) if return_outputs else loss
 
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`; a dataset (or dict of them) passed here is tokenized and checked first, as the ones
+        given at construction are."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            eval_dataset = prepare_eval_datasets(eval_dataset, self.processing_class, self.args, self._formatting_func)
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def evaluation_loop(self, *args, **kwargs):
+        self._eval_source, self._eval_batches = None, 0  # each evaluation (each eval set) decides anew
+        return super().evaluation_loop(*args, **kwargs)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Evaluation: the student term on the eval set's own completions (no sampling). When metrics are asked for
-        (`compute_metrics`), also the student's logits `[B, L, V]` and the labels, as `Trainer.prediction_step`
-        returns them, for `preprocess_logits_for_metrics` and `compute_metrics`."""
+        """Evaluation: the student term on the eval set's own completions, or on completions the student samples for
+        the eval prompts (`args.eval_on_policy`; a prompt-only set by default, as `DistillationTrainer` evaluates).
+        When metrics are asked for (`compute_metrics`), also the student's logits `[B, L, V]` and the labels, as
+        `Trainer.prediction_step` returns them, for `preprocess_logits_for_metrics` and `compute_metrics`."""
         inputs = self._prepare_inputs(inputs)
+        inputs = self._eval_completions(model, inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs).detach()
             if prediction_loss_only:
                 return loss, None, None
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         return loss, logits.logits, inputs["labels"]
+
+    def _eval_completions(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The eval batch with the completions `eval_loss` is measured on: its own, or student samples.
+
+        The rule of `PromptKDConfig.eval_on_policy`, applied batch by batch so that a streamed eval set (which cannot
+        be scanned up front) is held to it too: with `None`, one evaluation never mixes the two sources.
+        """
+        has_completion = (batch["labels"] != -100).any(dim=1)
+        policy = self.args.eval_on_policy
+        if policy is True:
+            source = "student"
+        elif bool(has_completion.all()):
+            source = "dataset"
+        elif policy is None and not bool(has_completion.any()):
+            source = "student"
+        else:
+            source = None
+        if source is None:
+            n = int((~has_completion).sum())
+            what = f"{n} of the {len(has_completion)} rows of eval batch {self._eval_batches} have no completion"
+        elif self._eval_source not in (None, source):
+            kind = "prompt-only" if source == "student" else "with completions"
+            what = f"eval batch {self._eval_batches} is {kind}, unlike the batches before it in this evaluation"
+        if source is None or self._eval_source not in (None, source):
+            raise ValueError(
+                f"The eval dataset cannot be measured: {what}, but {eval_completions_reason(policy)}. Add "
+                "completions, or drop those rows first, e.g. `dataset.filter(lambda x: len(x['completion']) > 0)`."
+            )
+        self._eval_source = source
+        self._eval_batches += 1
+        if source == "dataset":
+            return batch
+        # A fixed seed per eval batch: the same student gives the same eval_loss, and the training RNG is untouched.
+        device = self.accelerator.device
+        devices = []
+        if device.type == "cuda":
+            devices = [torch.cuda.current_device() if device.index is None else device.index]
+        seed = (self.args.seed * 1_000_003 + self.accelerator.process_index) * 1_009 + self._eval_batches
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            completions = self._generate_completions(model, batch, "student")
+        batch = self._with_completions(batch, completions)
+        n_tokens = (batch["labels"][:, 1:] != -100).sum().float()
+        self._metrics["eval"]["completion_length"].append(float(n_tokens) / batch["labels"].shape[0])
+        return batch
 
     # ------------------------------------------------------------------ the terms
 
@@ -342,7 +441,9 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         total = max(self.state.max_steps, 1)
         return self.args.reg_coef * max(0.0, 1.0 - (self.state.global_step + 1) / total)
 
-    def _div(self, logits, target, loss_type, mask, num_items):
+    def _div(self, logits, target, loss_type, mask, num_items, beta: float | None = None):
+        """The divergence `loss_type` of a term; `beta` is the JSD interpolation of the student term (`args.beta`),
+        the prompt and regulariser terms use `args.prompt_beta`."""
         if self._vocab_size is not None:
             logits, target = logits[..., : self._vocab_size], target[..., : self._vocab_size]
         return divergence(
@@ -350,7 +451,7 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
             target,
             loss_type,
             mask=mask,
-            beta=self.args.beta,
+            beta=self.args.prompt_beta if beta is None else beta,
             alpha=self.args.skew_alpha,
             temperature=self.args.loss_temperature,
             num_items=num_items,
@@ -403,6 +504,12 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         finally:
             self.teacher.eval()
 
+    def _with_completions(self, batch: dict[str, torch.Tensor], completions: torch.Tensor) -> dict[str, torch.Tensor]:
+        return with_completions(
+            batch, completions, self._eos_ids, self.processing_class.pad_token_id, self.args.max_length,
+            self.args.force_eos, pad_to_multiple_of=self.args.pad_to_multiple_of,
+        )
+
     def _draw_on_policy(self, micro_step: int) -> bool:
         return draw_on_policy(self.args.lmbda, self.args.seed, self.state.global_step, micro_step, self.accelerator)
 
@@ -412,7 +519,33 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
         config.max_new_tokens = max_new_tokens(self.args, batch["prompts"].shape[1])
         if source == "teacher":
             return generate(self.teacher, batch, config, prompted=self.use_prompt)
-        return generate(model, batch, config, self.accelerator, self.args.gradient_checkpointing_kwargs)
+        return generate(
+            model, batch, config, self.accelerator, self.args.gradient_checkpointing_kwargs,
+            gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+        )
+
+    # ------------------------------------------------------------------ data order
+
+    def _get_train_sampler(self, train_dataset=None):
+        """`shuffle_dataset=False` (DistillationConfig's meaning) reads a map-style training set in order."""
+        if not self.args.shuffle_dataset and self.args.train_sampling_strategy == "random":
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            return torch.utils.data.SequentialSampler(dataset)
+        return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self):
+        """A streamed training set is shuffled through a buffer with `shuffle_dataset` (as DistillationTrainer does;
+        datasets reshuffles it every epoch, seeded by `args.seed`)."""
+        dataset = self.train_dataset
+        if not isinstance(dataset, IterableDataset) or not self.args.shuffle_dataset:
+            return super().get_train_dataloader()
+        return self._get_dataloader(
+            dataset=dataset.shuffle(seed=self.args.seed),
+            description="Training",
+            batch_size=self._train_batch_size,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
 
     # ------------------------------------------------------------------ the prompt's optimizer
 
@@ -438,6 +571,52 @@ class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogg
     def _add_train_stat(self, model, key: str, value: torch.Tensor) -> None:
         if model.training and self._window is not None:
             self._window.add(key, value)
+
+    def _record_completions(self, batch: dict[str, torch.Tensor]) -> None:
+        """Keep the decoded on-policy pairs of this step (all processes) for `log_completions`."""
+        tok = self.processing_class
+        prompts = [row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])]
+        completions = [row[labels != -100] for row, labels in zip(batch["input_ids"], batch["labels"])]
+        self._completion_logs["prompt"].extend(gather_object(tok.batch_decode(prompts, skip_special_tokens=True)))
+        self._completion_logs["completion"].extend(
+            gather_object(tok.batch_decode(completions, skip_special_tokens=True))
+        )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """`SFTTrainer.log`, then, with `log_completions`, the latest step's on-policy pairs as DistillationTrainer
+        logs them: printed with `rich` (if installed), written to `output_dir/completions/completions_<step>.parquet`
+        and sent to wandb / trackio when they are in `report_to`."""
+        training = self.model.training
+        super().log(logs, start_time)
+        if not (self.args.log_completions and training and self.accelerator.is_main_process):
+            return
+        prompts, completions = list(self._completion_logs["prompt"]), list(self._completion_logs["completion"])
+        if not prompts:
+            return
+        import pandas as pd
+        from transformers.utils import is_rich_available
+        from trl.trainer.utils import print_prompt_completions_sample
+
+        step = self.state.global_step
+        if is_rich_available():
+            print_prompt_completions_sample(prompts, completions, {}, None, step, self.args.num_completions_to_print)
+        table = pd.DataFrame({"step": [step] * len(prompts), "prompt": prompts, "completion": completions})
+        path = os.path.join(self.args.output_dir, COMPLETIONS_DIR, f"completions_{step:05d}.parquet")
+        check_writes_inside(self.args.output_dir, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        table.to_parquet(path)
+        if self.args.log_unique_prompts:
+            table = table.drop_duplicates(subset=["prompt"])
+        report_to = self.args.report_to or []
+        if "wandb" in report_to:
+            import wandb
+
+            if wandb.run is not None:
+                wandb.log({"completions": wandb.Table(dataframe=table)})
+        if "trackio" in report_to:
+            import trackio
+
+            trackio.log({"completions": trackio.Table(dataframe=table)})
 
     def _log_window(self, window: Window) -> None:
         """Append the window's per-term sums (averaged over ranks) to the metrics that `SFTTrainer.log` emits."""

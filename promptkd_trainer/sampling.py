@@ -19,6 +19,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from trl.models.utils import unwrap_model_for_generation
 
 from .data import pack_sequences
+from .generation import end_token_ids
 from .teacher import generate_with_prompt
 
 
@@ -66,16 +67,16 @@ def build_generation_config(
 ) -> tuple[GenerationConfig, list[int]]:
     """The sampling config of the pseudo-targets and the token ids that end a sample.
 
-    The tokenizer's EOS comes first: it is the token forced at the length cap. The model's generation config may list
-    more end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the model's form: an int when there is
-    one end token, a list otherwise.
+    The end tokens are [`~promptkd_trainer.generation.end_token_ids`]: the tokenizer's EOS first (the token forced at
+    the length cap), then the model's other end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the
+    model's form: an int when there is one end token, a list otherwise. `min_p`, `repetition_penalty`,
+    `cache_implementation` and `generation_kwargs` (which overrides the rest) are DistillationConfig's; the config
+    refuses keys that would change the batch layout.
 
     Returns:
         `(GenerationConfig, list[int])`: the config, and the end token ids (tokenizer's EOS first).
     """
-    extra = model.generation_config.eos_token_id
-    extra = [extra] if isinstance(extra, int) else list(extra or [])
-    eos = [tokenizer.eos_token_id] + [e for e in extra if e != tokenizer.eos_token_id]
+    eos = end_token_ids(tokenizer, model)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         do_sample=True,
@@ -86,7 +87,11 @@ def build_generation_config(
         eos_token_id=eos[0] if len(eos) == 1 else eos,
         # Kept on even when training uses gradient checkpointing (GKD turns it off, a large slowdown).
         use_cache=True,
+        min_p=getattr(args, "min_p", None),
+        repetition_penalty=getattr(args, "repetition_penalty", 1.0),
+        cache_implementation=getattr(args, "cache_implementation", None),
     )
+    config.update(**(getattr(args, "generation_kwargs", None) or {}))
     return config, eos
 
 
@@ -119,12 +124,14 @@ def generate(
     accelerator=None,
     gradient_checkpointing_kwargs: dict | None = None,
     prompted: bool = False,
+    gather_deepspeed3_params: bool = True,
 ) -> torch.Tensor:
     """Sample new tokens `[B, N]` for the batch's left-padded `prompts`, in eval mode and without gradients.
 
     `prompted=True`: `model` is the prompted teacher ([`~promptkd_trainer.teacher.generate_with_prompt`]). With an
     `accelerator`, `model` is the (wrapped) student, unwrapped for generation by TRL's `unwrap_model_for_generation`
-    (ZeRO-3 gathers its weights).
+    (ZeRO-3 gathers its weights unless `gather_deepspeed3_params=False`, DistillationConfig's
+    `ds3_gather_for_generation`).
     """
     prompts, prompt_mask = batch["prompts"], batch["prompt_attention_mask"]
     if prompted:
@@ -134,7 +141,8 @@ def generate(
             out = model.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=generation_config)
         return out[:, prompts.shape[1] :]
     with unwrap_model_for_generation(
-        model, accelerator, gradient_checkpointing_kwargs=gradient_checkpointing_kwargs
+        model, accelerator, gather_deepspeed3_params=gather_deepspeed3_params,
+        gradient_checkpointing_kwargs=gradient_checkpointing_kwargs,
     ) as unwrapped:
         was_training = unwrapped.training
         unwrapped.eval()  # official code samples with `model.eval()`
@@ -159,6 +167,7 @@ def with_completions(
     pad_token_id: int,
     max_length: int | None,
     force_eos: bool = True,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """`batch` with `input_ids`/`attention_mask`/`labels` rebuilt as its prompts followed by `completions` `[B, N]`.
 
@@ -173,7 +182,7 @@ def with_completions(
         completions[hit_cap & ~ends_with_eos, -1] = eos_ids[0]
     prompts = [row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])]
     comps = [row[:n] for row, n in zip(completions, lengths.tolist())]  # one device sync, not one per row
-    packed = pack_sequences(prompts, comps, pad_token_id, max_length)
+    packed = pack_sequences(prompts, comps, pad_token_id, max_length, pad_to_multiple_of=pad_to_multiple_of)
     out = dict(batch)
     out.update({k: v.to(batch["prompts"].device) for k, v in packed.items()})
     out.pop("logits_to_keep", None)

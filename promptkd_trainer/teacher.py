@@ -224,6 +224,14 @@ def load_teacher(teacher_model: str | PreTrainedModel | PeftModel | None, args) 
     if isinstance(teacher_model, str):
         kwargs = dict(args.teacher_model_init_kwargs or {})
         kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+        revision = getattr(args, "teacher_model_revision", None)  # DistillationConfig's field
+        if revision is not None:
+            if kwargs.get("revision") not in (None, revision):
+                raise ValueError(
+                    f"`teacher_model_revision={revision!r}` and `teacher_model_init_kwargs['revision']="
+                    f"{kwargs['revision']!r}` disagree: set the teacher's revision in one place."
+                )
+            kwargs["revision"] = revision
         dtype = kwargs.get("dtype")
         if isinstance(dtype, str) and dtype != "auto":
             kwargs["dtype"] = getattr(torch, dtype)
@@ -237,6 +245,11 @@ def load_teacher(teacher_model: str | PreTrainedModel | PeftModel | None, args) 
                 f"loaded as a Hugging Face Hub model id either ({type(err).__name__}: {err}). Check the path "
                 "(`teacher_model` / `teacher_model_name_or_path`)."
             ) from err
+    if getattr(args, "teacher_model_revision", None) is not None:
+        raise ValueError(
+            "`teacher_model_revision` only applies when the teacher is given as a string; the teacher passed is "
+            "already instantiated. Remove `teacher_model_revision`."
+        )
     if args.teacher_model_init_kwargs:
         raise ValueError(
             "`teacher_model_init_kwargs` only applies when the teacher is given as a string; the teacher passed is "

@@ -138,15 +138,21 @@ def test_off_policy_rows_without_completion_are_refused(tiny_dir, tmp_path):
         build(tiny_dir, tmp_path, load(tiny_dir, "gpt2-teacher"), dataset=partly_empty(70, [66]), lmbda=0.0)
 
 
-def test_prompt_only_eval_set_is_refused(tiny_dir, tmp_path):
-    """Before: `eval_loss` 0.0."""
+def test_prompt_only_eval_set_is_measured_on_samples_or_refused(tiny_dir, tmp_path):
+    """Before: `eval_loss` 0.0. Now measured on student samples by default, refused with `eval_on_policy=False`."""
     evals = Dataset.from_list([{"prompt": r["prompt"]} for r in make_prompt_completion_dataset(4).to_list()])
-    with pytest.raises(ValueError, match="eval dataset is prompt-only.*eval_loss"):
-        PromptKDTrainer(
-            model=load(tiny_dir, "gpt2-student"), teacher_model=load(tiny_dir, "gpt2-teacher"), args=config(tmp_path),
+
+    def build(**kwargs):
+        return PromptKDTrainer(
+            model=load(tiny_dir, "gpt2-student"), teacher_model=load(tiny_dir, "gpt2-teacher"),
+            args=config(tmp_path, per_device_eval_batch_size=2, max_new_tokens=4, **kwargs),
             train_dataset=make_prompt_completion_dataset(4), eval_dataset=evals,
             processing_class=AutoTokenizer.from_pretrained(tiny_dir / "gpt2-student"),
         )
+
+    assert build().evaluate()["eval_loss"] > 0
+    with pytest.raises(ValueError, match="eval dataset is prompt-only.*eval_loss"):
+        build(eval_on_policy=False)
 
 
 def test_a_window_without_completion_tokens_is_refused():
