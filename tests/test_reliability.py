@@ -103,6 +103,22 @@ def test_checkpoint_link_planted_during_training_is_refused_at_save(tiny_dir, tm
     assert_untouched(outside)
 
 
+@pytest.mark.parametrize("name", ["completions", "model.safetensors", "checkpoint-3"])
+def test_every_trainer_write_through_a_link_out_is_refused(tmp_path, name):
+    """What the trainer writes besides the card, the prompt and the checkpoints: `log_completions`' tables and the
+    student's files at the top level. A linked folder it never writes (`runs/` for TensorBoard) is left alone."""
+    from promptkd_trainer.checkpointing import check_saves_stay_inside
+
+    outside = outside_dir(tmp_path)
+    (tmp_path / "out").mkdir()
+    os.symlink(outside, tmp_path / "out" / "runs", target_is_directory=True)
+    check_saves_stay_inside(str(tmp_path / "out"))
+    target = outside / "keep.txt" if "." in name else outside
+    os.symlink(target, tmp_path / "out" / name)
+    with pytest.raises(ValueError, match=rf"{name}: it is a symbolic link"):
+        check_saves_stay_inside(str(tmp_path / "out"))
+
+
 def test_links_inside_output_dir_are_accepted(tiny_dir, tmp_path):
     trainer = make_trainer(tiny_dir, tmp_path, max_steps=1)
     os.makedirs(tmp_path / "out" / "cards")
