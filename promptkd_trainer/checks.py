@@ -124,6 +124,22 @@ def fit_max_length(student, teacher, args) -> int | None:
     return fit
 
 
+def fitted_length_advice(student, teacher, args) -> str:
+    """What helps a prompt that is too long for a `max_length` that [`fit_max_length`] lowered to the models'
+    positions: raising `max_length` cannot (the error would otherwise say so); when the prompt's virtual tokens take
+    the room, lowering `num_virtual_tokens` can."""
+    s_limit, t_limit, n_virtual = position_limit(student), position_limit(teacher), args.num_virtual_tokens
+    where = f"the student has {s_limit} positions and the teacher {t_limit}"
+    if n_virtual:
+        where += f", {n_virtual} of which hold the prompt's virtual tokens"
+    advice = f"max_length={args.max_length} is what fits the models ({where}): raising it cannot help."
+    if n_virtual and t_limit is not None and (s_limit is None or t_limit - n_virtual < s_limit):
+        advice += f" Lower `num_virtual_tokens` (the virtual tokens take {n_virtual} of those positions), or"
+    else:
+        advice += " Use models with more positions, or"
+    return advice
+
+
 def check_models(student, teacher, tokenizer: PreTrainedTokenizerBase, args) -> int | None:
     """All the checks on the student / teacher pair before training; lowers `args.max_length` to what fits.
 

@@ -15,7 +15,6 @@ GKD YAML or command line (`--dataset_test_split`, `--dtype`, `--use_peft --lora_
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -118,6 +117,7 @@ def _missing_local_path(name: str | None) -> bool:
 
 def _local_split_exists(path: str, split: str) -> bool:
     """Whether a local dataset path holds a split of that name (a file is one split; a directory may hold several)."""
+    from .files import read_json
     from .formats import builder_for
 
     path = os.path.expanduser(path)
@@ -125,8 +125,8 @@ def _local_split_exists(path: str, split: str) -> bool:
         return False
     dict_json = os.path.join(path, "dataset_dict.json")
     if os.path.isfile(dict_json):
-        with open(dict_json, encoding="utf-8") as f:
-            return split in json.load(f).get("splits", [])
+        saved = read_json(dict_json, advice="save the dataset again with `DatasetDict.save_to_disk`")
+        return split in saved.get("splits", [])
     return any(
         f.split(".")[0] == split and builder_for(f) is not None for f in os.listdir(path)
     )

@@ -39,11 +39,44 @@ def _cut_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids + [eos_id]
 
 
+def _text_content(message: dict[str, Any]) -> str:
+    """A message's content as text: a string, or a list of parts that are all text (the multimodal message layout,
+    `[{"type": "text", "text": ...}]`), joined as chat templates that accept parts render them."""
+    content = message.get("content")
+    role = message.get("role")
+    if isinstance(content, str):
+        return content
+    if content is None:
+        raise ValueError(
+            f"the {role} message has no content (`content` is None); give every message its text (the assistant's "
+            "answer, or drop the assistant turn and use a prompt-only `prompt` column for on-policy training)."
+        )
+    if isinstance(content, list):
+        other = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content
+                 if not (isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))]
+        if other:
+            raise ValueError(
+                f"the {role} message's content has non-text parts ({', '.join(map(str, other))}); PromptKD trains "
+                "text-only language models: give text content (a string, or only {'type': 'text', 'text': ...} "
+                "parts)."
+            )
+        return "".join(part["text"] for part in content)
+    raise ValueError(f"the {role} message's content is a {type(content).__name__}, not a string or a list of parts.")
+
+
+def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**message, "content": _text_content(message)} for message in messages]
+
+
 def tokenize_example(
     example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, chat_template_kwargs: dict[str, Any] | None = None
 ) -> dict[str, list[int]]:
     """Turn one row into `prompt_ids` and `completion_ids` (empty for prompt-only rows); `chat_template_kwargs` go to
-    `apply_chat_template` for conversational rows (e.g. `{"enable_thinking": False}`)."""
+    `apply_chat_template` for conversational rows (e.g. `{"enable_thinking": False}`).
+
+    A message's `content` is a string, or a list of text parts (`[{"type": "text", "text": ...}]`), taken as their
+    concatenated text; `None` content and non-text parts (images, ...) are refused.
+    """
     eos = tokenizer.eos_token_id
     template_kwargs = chat_template_kwargs or {}
     if "messages" in example:
@@ -58,6 +91,8 @@ def tokenize_example(
         prompt, completion = example["prompt"], example.get("completion")
 
     if isinstance(prompt, list):  # conversational
+        prompt = _text_messages(prompt)
+        completion = _text_messages(completion) if isinstance(completion, list) else completion
         if tokenizer.chat_template is None:
             raise ValueError(
                 "The dataset is conversational but the tokenizer has no chat template. Set "
@@ -152,19 +187,25 @@ def apply_formatting_func(
     return dataset.map(_format_row, **kwargs)
 
 
-def _too_long_message(count: str, name: str, where: str, max_length: int) -> str:
+def _too_long_message(count: str, name: str, where: str, max_length: int, advice: str | None = None) -> str:
+    drop = (
+        f"drop such prompts first, e.g. `dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < "
+        f"{max_length})` (the official code drops prompts over 256 tokens)"
+    )
     return (
         f"{count} of the {name} dataset {where}, at least max_length={max_length} tokens: no room is left for a "
-        "completion (it would train on 0 tokens). Raise `max_length`, or drop such prompts first, e.g. "
-        f"`dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < {max_length})` (the official code "
-        "drops prompts over 256 tokens)."
+        f"completion (it would train on 0 tokens). {advice or 'Raise `max_length`, or'} {drop}."
     )
 
 
 def _tokenize(
-    example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, keep_prompt: bool, chat_template_kwargs=None
+    example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase, keep_prompt: bool, name: str = "train",
+    chat_template_kwargs=None,
 ) -> dict[str, Any]:
-    row: dict[str, Any] = tokenize_example(example, tokenizer, chat_template_kwargs)
+    try:
+        row: dict[str, Any] = tokenize_example(example, tokenizer, chat_template_kwargs)
+    except ValueError as err:
+        raise ValueError(f"Row {index} of the {name} dataset: {err}") from None
     if keep_prompt:  # e.g. for TRL's LogCompletionsCallback, which reads the eval set's `prompt` column
         row["prompt"] = example["messages"][:-1] if "messages" in example else example["prompt"]
     return row
@@ -174,12 +215,16 @@ def _checked_tokenize(
     example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str, chat_template_kwargs=None
 ) -> dict:
     """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
-    row = _tokenize(example, tokenizer, keep_prompt, chat_template_kwargs)
+    row = _tokenize(example, index, tokenizer, keep_prompt, name, chat_template_kwargs)
+    return _check_row(row, index, max_length, name)
+
+
+def _check_row(row: dict, index: int, max_length: int | None, name: str, advice: str | None = None) -> dict:
     n = len(row["prompt_ids"])
     if n == 0:
         raise ValueError(f"Row {index} of the {name} dataset has an empty prompt.")
     if max_length is not None and n >= max_length:
-        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length))
+        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length, advice))
     return row
 
 
@@ -254,7 +299,9 @@ def prepare_dataset(
         )
     dataset = dataset.map(
         _tokenize,
-        fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "chat_template_kwargs": chat_template_kwargs},
+        with_indices=True,
+        fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "name": name,
+                   "chat_template_kwargs": chat_template_kwargs},
         remove_columns=columns,
         num_proc=num_proc, desc=f"Tokenizing {name} dataset",
     )
@@ -262,9 +309,11 @@ def prepare_dataset(
     return dataset
 
 
-def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train") -> None:
+def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train",
+                         advice: str | None = None) -> None:
     """Raise if a prompt of a prepared `Dataset` is empty or leaves no room for a completion within `max_length`
-    (every row is read; an `IterableDataset` is checked row by row as it is read, not here)."""
+    (every row is read; an `IterableDataset` is checked row by row as it is read, not here). `advice` replaces the
+    message's "Raise `max_length`" when that cannot help."""
     if not isinstance(dataset, Dataset):
         return
     prompt_lengths = _lengths(dataset, "prompt_ids")
@@ -276,7 +325,7 @@ def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | N
         if too_long:
             i = too_long[0]
             where = f"have a prompt (first: index {i}, {prompt_lengths[i]} tokens)"
-            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length))
+            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length, advice))
 
 
 def _lengths(dataset: Dataset, column: str) -> list[int]:
@@ -422,10 +471,26 @@ def check_eval_completions(dataset: Dataset | IterableDataset, name: str, eval_o
     check_completions(dataset, name, eval_completions_reason(eval_on_policy))
 
 
-def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None) -> None:
-    """[`check_prompt_lengths`] of every dataset again, for a `max_length` lowered to fit the models' positions (the
-    datasets are prepared before the models are loaded, against the configured value)."""
-    evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
-    named = {"train": train_dataset, **{"eval" if k is None else f"eval[{k}]": d for k, d in evals.items()}}
-    for name, dataset in named.items():
-        check_prompt_lengths(dataset, max_length, name)
+def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None, advice: str | None = None):
+    """Check every dataset's prompts again, for a `max_length` lowered to fit the models' positions (the datasets are
+    prepared before the models are loaded, against the configured value).
+
+    A `Dataset` is checked now ([`check_prompt_lengths`]); a streamed `IterableDataset` gets a second row-by-row check
+    with the new value, as it is read. `advice` says what helps instead of raising `max_length`.
+
+    Returns:
+        `(train_dataset, eval_dataset)`, the streamed ones wrapped with the new check.
+    """
+    def recheck(dataset, name):
+        if isinstance(dataset, IterableDataset):
+            kwargs = {"max_length": max_length, "name": name, "advice": advice}
+            return dataset.map(_check_row, with_indices=True, fn_kwargs=kwargs)
+        check_prompt_lengths(dataset, max_length, name, advice)
+        return dataset
+
+    train_dataset = recheck(train_dataset, "train") if train_dataset is not None else None
+    if isinstance(eval_dataset, dict):
+        eval_dataset = {k: recheck(d, f"eval[{k}]") for k, d in eval_dataset.items()}
+    elif eval_dataset is not None:
+        eval_dataset = recheck(eval_dataset, "eval")
+    return train_dataset, eval_dataset

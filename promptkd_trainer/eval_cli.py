@@ -33,6 +33,7 @@ from transformers.utils import logging
 
 from .checkpointing import load_prompt_adapter
 from .evaluation import EVAL_SETS, PAPER_SEEDS, evaluate_model, exposure_bias, load_eval_set, rouge_l
+from .files import read_json
 from .generation import PAPER_GENERATION
 
 
@@ -119,8 +120,7 @@ def _load_model(name_or_path: str, args: argparse.Namespace):
     kwargs: dict[str, Any] = {"dtype": _DTYPES[args.dtype], "trust_remote_code": args.trust_remote_code}
     adapter_config = os.path.join(name_or_path, "adapter_config.json")
     if os.path.isfile(adapter_config) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
-        with open(adapter_config) as f:
-            peft_type = json.load(f).get("peft_type")
+        peft_type = read_json(adapter_config, advice="save the adapter again or pass another one").get("peft_type")
         if peft_type in ("PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING"):
             raise ValueError(
                 f"{name_or_path} is a {peft_type} adapter; evaluate it with --teacher BASE --teacher_prompt "

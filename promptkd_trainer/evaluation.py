@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
+import itertools
 import os
 import statistics
 import string
@@ -42,6 +42,7 @@ from transformers.utils import logging
 from trl.trainer.utils import pad
 
 from .checks import check_vocab
+from .files import read_jsonl
 from .formats import alpaca_prompt
 from .generation import (
     PAPER_SAMPLING,
@@ -188,14 +189,8 @@ def load_eval_set(data_dir: str | os.PathLike, name: str, max_examples: int | No
             f"Evaluation set {name!r} not found at {path}. Known sets: {sorted(EVAL_SETS)} under a MiniLLM data "
             "directory (see the MiniLLM repo's data download instructions)."
         )
-    examples = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if max_examples is not None and len(examples) >= max_examples:
-                break
-            if line.strip():
-                examples.append(_example_from_row(json.loads(line)))
-    return examples
+    # A malformed line is named with its file and line number; lines after the first `max_examples` are not read.
+    return [_example_from_row(row) for _, row in itertools.islice(read_jsonl(path), max_examples)]
 
 
 def _normalize_examples(examples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -754,3 +749,31 @@ class RougeEvalCallback(TrainerCallback):
         if state.epoch is not None:
             entry["epoch"] = state.epoch
         state.log_history.append(entry)
+
+
+class CallbackMetricsLogging:
+    """Trainer mixin (before the `Trainer` class in the bases) that sends the metrics callbacks add in `on_evaluate`
+    (e.g. `eval_rougeL` of [`RougeEvalCallback`]) to the `report_to` loggers.
+
+    The Trainer calls `on_log` (where the integrations write) before `on_evaluate`, so a plain `Trainer` never shows
+    them to TensorBoard or W&B; this mixin calls `on_log` once more with the keys that arrived late.
+    """
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        super().log(logs, start_time)
+        self._logged_keys = set(logs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`Trainer.evaluate`, then send the metrics that callbacks added in `on_evaluate` to the loggers."""
+        self._logged_keys = None
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        # A dict of eval sets recurses into this method once per set, each of which reports its own.
+        logged, self._logged_keys = self._logged_keys, None
+        if logged is not None:
+            late = {k: v for k, v in metrics.items() if k not in logged and isinstance(v, (int, float))}
+            if late:
+                if self.state.log_history and logged <= self.state.log_history[-1].keys():
+                    for key, value in late.items():
+                        self.state.log_history[-1].setdefault(key, value)
+                self.control = self.callback_handler.on_log(self.args, self.state, self.control, late)
+        return metrics

@@ -23,7 +23,10 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict, IterableDataset
+from datasets.exceptions import DatasetGenerationError
 from transformers.utils import logging
+
+from .files import find_bad_jsonl_line
 
 
 logger = logging.get_logger(__name__)
@@ -222,6 +225,13 @@ def _load_local(builder: str, files: str | list[str], where: str, **kwargs) -> D
         return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
     except StopIteration:  # `datasets` infers the features from the first rows and has none to read
         raise ValueError(f"{where} holds no rows (empty data file); pass a file with at least one row.") from None
+    except DatasetGenerationError as err:
+        # `datasets` says only "An error occurred while generating the dataset" (the file and row go to its log).
+        if builder == "json":
+            for path in [files] if isinstance(files, str) else files:
+                if path.lower().endswith(".jsonl") and (bad := find_bad_jsonl_line(path)) is not None:
+                    raise bad from err
+        raise ValueError(f"{where} could not be read: {err.__cause__ or err}. Fix the file.") from err
 
 
 def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwargs) -> Dataset | IterableDataset:

@@ -11,6 +11,7 @@ from typing import Any
 from transformers.utils import is_torch_bf16_gpu_available, logging
 from trl import SFTConfig
 
+from .distributed import init_cpu_process_group
 from .divergences import DIVERGENCE_TYPES
 
 
@@ -181,6 +182,10 @@ class PromptKDConfig(SFTConfig):
             one fp32 chunk of ~32 MB, `2**23 // vocab_size` positions.
         truncate_vocab (`bool`, *optional*, defaults to `False`):
             Compare the distributions on the shared vocabulary when teacher and student vocab sizes differ.
+        save_on_signal (`bool`, *optional*, defaults to `True`):
+            On SIGTERM (sent by cluster schedulers before they preempt a job) or SIGINT (Ctrl-C), finish the current
+            optimizer step, save a checkpoint (whatever `save_strategy`) and exit with status 128 + the signal's
+            number; `resume_from_checkpoint=True` continues from it. `False` keeps Python's default handling.
 
         > Parameters that control generation
 
@@ -392,6 +397,13 @@ class PromptKDConfig(SFTConfig):
             "(opt-in; the default raises)."
         },
     )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or SIGINT, finish the optimizer step, save a checkpoint and exit (status 128 + "
+            "signal number), so that resume_from_checkpoint=True continues the run. False: Python's default handling."
+        },
+    )
 
     # Generation.
     lmbda: float = field(
@@ -514,6 +526,7 @@ class PromptKDConfig(SFTConfig):
         if self.bf16 is None:
             # transformers' own check (CUDA, XPU, NPU, HPU, MPS, ...), the one TrainingArguments validates bf16 with.
             self.bf16 = is_torch_bf16_gpu_available() and not self.fp16 and not self.use_cpu
+        init_cpu_process_group(self)  # with `ddp_timeout`, which TrainingArguments drops under use_cpu
         super().__post_init__()
         for name in ("teacher_model_init_kwargs", "generation_kwargs", "chat_template_kwargs"):
             value = getattr(self, name)

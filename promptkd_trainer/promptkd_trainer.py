@@ -2,7 +2,8 @@
 """[`PromptKDTrainer`]: PromptKD as a drop-in TRL trainer (GKD-compatible constructor and arguments).
 
 The method is the three phases of [`PromptKDTrainer.training_step`]; construction is a list of named steps, each
-defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`.
+defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`,
+the model card `model_card.py`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
-from .checkpointing import PromptCheckpointing
-from .checks import check_causal, check_models
+from .checkpointing import COMPLETIONS_DIR, PromptCheckpointing
+from .checks import check_causal, check_models, fitted_length_advice
 from .collation import PromptKDDataCollator, check_collator
 from .data import (
     eval_completions_reason,
@@ -35,6 +36,9 @@ from .data import (
 )
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
+from .evaluation import CallbackMetricsLogging
+from .files import check_writes_inside
+from .model_card import TeacherModelCard
 from .promptkd_config import PromptKDConfig
 from .sampling import (
     Window,
@@ -70,7 +74,7 @@ def _config_view(name: str, doc: str) -> property:
     return property(lambda self: getattr(self.args, name), doc=f"{doc} Read-only: `args.{name}`.")
 
 
-class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
+class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogging, SFTTrainer):
     """Trainer for PromptKD (Kim, Jang, Yang, Findings of EMNLP 2024): on-policy distillation through a soft prompt
     trained on the frozen teacher with student guidance.
 
@@ -221,7 +225,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         configured_max_length = args.max_length
         self._vocab_size = check_models(self.model, teacher, tokenizer, args)
         if args.max_length != configured_max_length:  # lowered to fit the models: prompts must fit the new value
-            recheck_prompt_lengths(train_dataset, eval_dataset, args.max_length)
+            self.train_dataset, self.eval_dataset = recheck_prompt_lengths(
+                self.train_dataset, self.eval_dataset, args.max_length, fitted_length_advice(self.model, teacher, args)
+            )
         if isinstance(self.data_collator, PromptKDDataCollator):
             self.data_collator.max_length = args.max_length  # as lowered to fit the models' positions
         if args.disable_dropout:
@@ -569,21 +575,20 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
 
     # ------------------------------------------------------------------ the prompt's optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        scheduler = super().create_scheduler(num_training_steps, optimizer)
-        if self.use_prompt:
-            self._create_prompt_optimizer(num_training_steps)
-        return scheduler
-
-    def _create_prompt_optimizer(self, num_training_steps: int) -> None:
+    def _prompt_optimizer_and_scheduler(self):
+        """The prompt's AdamW and scheduler (`prompt_optimizer`, `prompt_scheduler`), created here and only here, on
+        first use: the first prompt step, or restoring them on resume. In `train()` both happen after the Trainer has
+        set `state.max_steps`, the schedule's length (a `training_step` called outside `train()` gets a schedule of
+        `max(state.max_steps, 1)` steps)."""
         if self.prompt_optimizer is None:
             self.prompt_optimizer, self.prompt_scheduler = create_prompt_optimizer(
-                prompt_parameter(self.teacher), self.args, num_training_steps
+                prompt_parameter(self.teacher), self.args, max(self.state.max_steps, 1)
             )
+        return self.prompt_optimizer, self.prompt_scheduler
 
     def _step_prompt(self, window: Window) -> None:
-        self._create_prompt_optimizer(max(self.state.max_steps, 1))  # no-op once `train()` has created it
-        norm = step_prompt(self.teacher, self.prompt_optimizer, self.prompt_scheduler, self.accelerator, self.args)
+        optimizer, scheduler = self._prompt_optimizer_and_scheduler()
+        norm = step_prompt(self.teacher, optimizer, scheduler, self.accelerator, self.args)
         if norm is not None:
             window.stats["prompt_grad_norm"] = norm
 
@@ -622,12 +627,11 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         step = self.state.global_step
         if is_rich_available():
             print_prompt_completions_sample(prompts, completions, {}, None, step, self.args.num_completions_to_print)
-        os.makedirs(os.path.join(self.args.output_dir, "completions"), exist_ok=True)
+        path = os.path.join(self.args.output_dir, COMPLETIONS_DIR, f"completions_{step:05d}.parquet")
+        check_writes_inside(self.args.output_dir, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         # pyarrow (a dependency of datasets) writes the parquet file; no pandas needed.
-        pq.write_table(
-            pa.table({"step": [step] * len(prompts), "prompt": prompts, "completion": completions}),
-            os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"),
-        )
+        pq.write_table(pa.table({"step": [step] * len(prompts), "prompt": prompts, "completion": completions}), path)
         rows = [[step, p, c] for p, c in zip(prompts, completions)]
         if self.args.log_unique_prompts:
             seen = set()

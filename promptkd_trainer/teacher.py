@@ -279,6 +279,26 @@ def has_active_dropout(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
+def check_can_carry_prompt(teacher) -> None:
+    """Refuse, with the trainer's "not causal" error, a teacher that PEFT's causal-LM prompt wrapper cannot take.
+
+    A model without `prepare_inputs_for_generation` (an encoder such as `BertForMaskedLM` passed as an object; from a
+    folder, `AutoModelForCausalLM` loads a `BertLMHeadModel`, which has it) would otherwise fail inside
+    `get_peft_model` with a bare `AttributeError`.
+    """
+    base = base_model(teacher)
+    if hasattr(base, "prepare_inputs_for_generation"):
+        return
+    from .checks import check_causal  # checks.py imports this module
+
+    check_causal(base, "teacher")
+    raise ValueError(
+        f"The teacher ({type(base).__name__}) cannot generate (it has no `prepare_inputs_for_generation`). PromptKD "
+        "needs causal decoder-only language models (GPT-2, OPT, Llama, Qwen, ...) as teacher, loaded with "
+        "`AutoModelForCausalLM`."
+    )
+
+
 def prepare_teacher(teacher, tokenizer: PreTrainedTokenizerBase, args, accelerator):
     """Frozen teacher with its soft prompt, placed (or ZeRO-3 partitioned) and set up for the prompt's backward.
 
@@ -294,6 +314,7 @@ def prepare_teacher(teacher, tokenizer: PreTrainedTokenizerBase, args, accelerat
     if args.disable_dropout:
         disable_dropout_in_model(teacher)
     if args.num_virtual_tokens > 0:
+        check_can_carry_prompt(teacher)
         teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
     elif isinstance(teacher, PeftModel):
         raise ValueError("`num_virtual_tokens=0` turns the prompt off; pass the teacher without its adapter.")
