@@ -167,7 +167,7 @@ def render(config_cls) -> str:
         "",
         f"`{config_cls.__name__}` subclasses `trl.{parent.__name__}` (itself a `transformers.TrainingArguments`). "
         "This page lists the fields it declares: the PromptKD fields and the defaults it overrides. Every other "
-        "argument (batch size, gradient accumulation, scheduler, `deepspeed`, `gradient_checkpointing`, ...) is the "
+        "argument (batch size, gradient accumulation, scheduler, `deepspeed`, ...) is the "
         "parent's; see the TRL and transformers documentation.",
         "",
         "Scripts that parse the config with `transformers.HfArgumentParser` or `trl.TrlParser` take the field names "

@@ -188,6 +188,29 @@ def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _scores_header(args: argparse.Namespace, generation_kwargs: dict[str, Any], **seeds) -> dict[str, Any]:
+    """The start of `scores.json`: what was evaluated, on which data, with which seed(s) and decoding; no sets yet."""
+    return {
+        "model": args.model,
+        "teacher": args.teacher,
+        "teacher_prompt": args.teacher_prompt,
+        "data_dir": os.path.abspath(args.data_dir),
+        **seeds,
+        "max_examples": args.max_examples,
+        "generation_kwargs": generation_kwargs,
+        "sets": {},
+    }
+
+
+def _write_scores(output_dir: str, scores: dict[str, Any]) -> dict[str, Any]:
+    """Write `scores` to `output_dir/scores.json` and return them."""
+    path = os.path.join(output_dir, "scores.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(scores, f, indent=2)
+    logger.info(f"Scores written to {path}")
+    return scores
+
+
 def format_table(scores: dict[str, Any]) -> str:
     """The scores as a plain-text table (printed by the `promptkd eval` command)."""
     header = f"{'set':<10} {'n':>5} {'ROUGE-L mean':>13} {'std':>7} {'EM':>7}"
@@ -237,16 +260,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     if args.exposure_bias:
         return _run_exposure_bias(args, eval_sets, generation_kwargs)
     model, prompted, tokenizer = _load(args)
-    scores: dict[str, Any] = {
-        "model": args.model,
-        "teacher": args.teacher,
-        "teacher_prompt": args.teacher_prompt,
-        "data_dir": os.path.abspath(args.data_dir),
-        "seeds": list(args.seeds),
-        "max_examples": args.max_examples,
-        "generation_kwargs": generation_kwargs,
-        "sets": {},
-    }
+    scores = _scores_header(args, generation_kwargs, seeds=list(args.seeds))
     for name, examples in eval_sets.items():
         logger.info(f"Evaluating {name}: {len(examples)} examples, seeds {list(args.seeds)}")
         result = evaluate_model(
@@ -277,10 +291,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         scores["sets"][name] = result
     means = [s["rougeL_mean"] for s in scores["sets"].values() if "rougeL_mean" in s]
     scores["average_rougeL"] = sum(means) / len(means) if means else None
-    with open(os.path.join(args.output_dir, "scores.json"), "w", encoding="utf-8") as f:
-        json.dump(scores, f, indent=2)
-    logger.info(f"Scores written to {os.path.join(args.output_dir, 'scores.json')}")
-    return scores
+    return _write_scores(args.output_dir, scores)
 
 
 def _run_exposure_bias(args: argparse.Namespace, eval_sets, generation_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -288,16 +299,7 @@ def _run_exposure_bias(args: argparse.Namespace, eval_sets, generation_kwargs: d
     student = _load_model(args.model, args).to(_device(args))
     tokenizer = _load_tokenizer(args, args.model, student)
     teacher, _ = _load_teacher(args)
-    scores: dict[str, Any] = {
-        "model": args.model,
-        "teacher": args.teacher,
-        "teacher_prompt": args.teacher_prompt,
-        "data_dir": os.path.abspath(args.data_dir),
-        "seed": args.seeds[0],
-        "max_examples": args.max_examples,
-        "generation_kwargs": generation_kwargs,
-        "sets": {},
-    }
+    scores = _scores_header(args, generation_kwargs, seed=args.seeds[0])
     for name, examples in eval_sets.items():
         logger.info(f"Exposure bias on {name}: {len(examples)} prompts x {args.exposure_bias_samples} samples")
         result = exposure_bias(
@@ -314,10 +316,7 @@ def _run_exposure_bias(args: argparse.Namespace, eval_sets, generation_kwargs: d
             generation_kwargs=generation_kwargs,
         )
         scores["sets"][name] = {"num_examples": len(examples), "exposure_bias": result.to_dict()}
-    with open(os.path.join(args.output_dir, "scores.json"), "w", encoding="utf-8") as f:
-        json.dump(scores, f, indent=2)
-    logger.info(f"Scores written to {os.path.join(args.output_dir, 'scores.json')}")
-    return scores
+    return _write_scores(args.output_dir, scores)
 
 
 def format_exposure_bias_table(scores: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ import itertools
 import os
 import statistics
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,6 +86,24 @@ def _as_references(references: str | Sequence[str]) -> list[str]:
     return refs
 
 
+def _mean_over_examples(
+    metric: Callable[[str, str | Sequence[str]], float],
+    predictions: Sequence[str],
+    references_list: Sequence[str | Sequence[str]],
+) -> float:
+    """Mean of `metric(prediction, references)` over aligned examples.
+
+    Raises:
+        `ValueError`: the two lists differ in length or are empty. (The official script silently truncates to the
+        shorter one; here a mismatch is a bug.)
+    """
+    if len(predictions) != len(references_list):
+        raise ValueError(f"{len(predictions)} predictions but {len(references_list)} reference lists.")
+    if not predictions:
+        raise ValueError("No predictions to score.")
+    return sum(metric(p, r) for p, r in zip(predictions, references_list)) / len(predictions)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------------------------------
@@ -118,11 +136,7 @@ def compute_rouge_l(predictions: Sequence[str], references_list: Sequence[str | 
         `ValueError`: the two lists differ in length or are empty. (The official script silently truncates to the
         shorter one; here a mismatch is a bug.)
     """
-    if len(predictions) != len(references_list):
-        raise ValueError(f"{len(predictions)} predictions but {len(references_list)} reference lists.")
-    if not predictions:
-        raise ValueError("No predictions to score.")
-    return sum(rouge_l(p, r) for p, r in zip(predictions, references_list)) / len(predictions)
+    return _mean_over_examples(rouge_l, predictions, references_list)
 
 
 def normalize_answer(text: str) -> str:
@@ -138,12 +152,12 @@ def exact_match(prediction: str, references: str | Sequence[str]) -> float:
 
 
 def compute_exact_match(predictions: Sequence[str], references_list: Sequence[str | Sequence[str]]) -> float:
-    """Mean over examples of [`exact_match`] (already x100)."""
-    if len(predictions) != len(references_list):
-        raise ValueError(f"{len(predictions)} predictions but {len(references_list)} reference lists.")
-    if not predictions:
-        raise ValueError("No predictions to score.")
-    return sum(exact_match(p, r) for p, r in zip(predictions, references_list)) / len(predictions)
+    """Mean over examples of [`exact_match`] (already x100).
+
+    Raises:
+        `ValueError`: the two lists differ in length or are empty.
+    """
+    return _mean_over_examples(exact_match, predictions, references_list)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

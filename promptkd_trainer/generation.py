@@ -144,6 +144,15 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase, end_ids: Sequence[int]) -> 
     return end_ids[0]
 
 
+def _generating_model(model: PreTrainedModel | None, prompted_teacher) -> PreTrainedModel:
+    """The model whose `generate` runs: the prompted teacher's base model, else `model`."""
+    if prompted_teacher is not None:
+        return prompted_teacher.get_base_model()
+    if model is None:
+        raise ValueError("Pass `model`, or `prompted_teacher` to generate with a prompted teacher.")
+    return model
+
+
 @torch.no_grad()
 def generate_completions(
     model: PreTrainedModel | None,
@@ -171,19 +180,25 @@ def generate_completions(
     must already fit the model's positions (see [`encode_prompts`], [`max_prompt_length`]).
 
     Args:
+        model (`PreTrainedModel`, *optional*), tokenizer (`PreTrainedTokenizerBase`), prompted_teacher:
+            As in [`generate_answers`].
+        prompt_ids (`list[list[int]]`):
+            Token ids of the prompts, e.g. from [`encode_prompts`].
+        batch_size (`int`, defaults to `8`), max_new_tokens (`int`, defaults to `256`):
+            Batch size and answer length cap.
+        do_sample, temperature, top_k, top_p, no_repeat_ngram_size:
+            Decoding; the defaults sample as the papers do ([`PAPER_SAMPLING`]). `top_k=0` disables top-k.
+        seed (`int`, defaults to `10`):
+            Passed to `torch.manual_seed` (in a forked RNG) before generating.
         show_progress (`bool`, defaults to `False`):
             Show a tqdm bar over the prompts (the Trainer's `disable_tqdm` turns it off in the callback).
         progress_desc (`str`, *optional*):
             The bar's label.
-
-    See [`generate_answers`] for the other arguments.
     """
-    if prompted_teacher is None and model is None:
-        raise ValueError("Pass `model`, or `prompted_teacher` to generate with a prompted teacher.")
+    gen_model = _generating_model(model, prompted_teacher)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}.")
     module = prompted_teacher if prompted_teacher is not None else model
-    gen_model = prompted_teacher.get_base_model() if prompted_teacher is not None else model
     end_ids = end_token_ids(tokenizer, gen_model)
     pad_id = pad_token_id(tokenizer, end_ids)
 
@@ -231,17 +246,9 @@ def generate_answers(
     prompts: Sequence[str],
     *,
     prompted_teacher=None,
-    batch_size: int = 8,
     max_new_tokens: int = PAPER_GENERATION["max_new_tokens"],
-    do_sample: bool = PAPER_SAMPLING["do_sample"],
-    temperature: float = PAPER_SAMPLING["temperature"],
-    top_k: int = PAPER_SAMPLING["top_k"],
-    top_p: float = PAPER_SAMPLING["top_p"],
-    no_repeat_ngram_size: int | None = None,
-    seed: int = 10,
     add_special_tokens: bool = True,
-    show_progress: bool = False,
-    progress_desc: str | None = None,
+    **generation_kwargs,
 ) -> list[str]:
     """Generate one answer per prompt.
 
@@ -263,16 +270,14 @@ def generate_answers(
             A teacher carrying a PEFT prompt-tuning adapter; generation then goes through
             [`promptkd_trainer.teacher.generate_with_prompt`] (`PeftModel.generate` re-inserts the virtual tokens at
             every cached decoding step on transformers 5.x + peft 0.21, which is wrong).
-        batch_size (`int`, defaults to `8`), max_new_tokens (`int`, defaults to `256`):
-            Batch size and answer length cap.
-        do_sample, temperature, top_k, top_p, no_repeat_ngram_size:
-            Decoding; the defaults sample as the papers do ([`PAPER_SAMPLING`]). `top_k=0` disables top-k.
-        seed (`int`, defaults to `10`):
-            Passed to `torch.manual_seed` (in a forked RNG) before generating.
+        max_new_tokens (`int`, defaults to `256`):
+            Answer length cap.
         add_special_tokens (`bool`, defaults to `True`):
             Whether prompts get the tokenizer's special tokens (BOS for Llama/OPT).
-        show_progress (`bool`, defaults to `False`), progress_desc (`str`, *optional*):
-            A tqdm bar over the prompts, and its label.
+        generation_kwargs:
+            The other arguments of [`generate_completions`]: `batch_size` (8), the decoding (`do_sample`,
+            `temperature`, `top_k`, `top_p`, `no_repeat_ngram_size`; the defaults sample as the papers do,
+            [`PAPER_SAMPLING`]), `seed` (10), `show_progress` (`False`) and `progress_desc`.
 
     Returns:
         `list[str]`, aligned with `prompts`.
@@ -280,11 +285,7 @@ def generate_answers(
     Prompts longer than the model's position limit minus `max_new_tokens` (minus the virtual tokens of a prompted
     teacher) are truncated from the left, with a warning.
     """
-    if prompted_teacher is None and model is None:
-        raise ValueError("Pass `model`, or `prompted_teacher` to generate with a prompted teacher.")
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}.")
-    gen_model = prompted_teacher.get_base_model() if prompted_teacher is not None else model
+    gen_model = _generating_model(model, prompted_teacher)
     reserved = prompted_teacher.active_peft_config.num_virtual_tokens if prompted_teacher is not None else 0
     limit = position_limit(gen_model)
     note = f"the model's {limit} positions minus max_new_tokens={max_new_tokens}, minus {reserved} virtual tokens"
@@ -292,20 +293,8 @@ def generate_answers(
         tokenizer, prompts, add_special_tokens, max_prompt_length(limit, max_new_tokens, reserved), note
     )
     completions = generate_completions(
-        model,
-        tokenizer,
-        encoded,
-        prompted_teacher=prompted_teacher,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        seed=seed,
-        show_progress=show_progress,
-        progress_desc=progress_desc,
+        model, tokenizer, encoded, prompted_teacher=prompted_teacher, max_new_tokens=max_new_tokens,
+        **generation_kwargs,
     )
     end_set = set(end_token_ids(tokenizer, gen_model))
     answers = []

@@ -279,6 +279,14 @@ class PromptKDConfig(SFTConfig):
             "False (TRL defaults to True, which fails on CPU)."
         },
     )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint the student's activations. None: TRL's default, True (unless transformers' "
+            "`activation_checkpointing` is set), without the FutureWarning that transformers 5.x gives for the old "
+            "name; setting this field still warns there."
+        },
+    )
 
     # Teacher and prompt.
     teacher_model_name_or_path: str | None = field(
@@ -526,6 +534,13 @@ class PromptKDConfig(SFTConfig):
         if self.bf16 is None:
             # transformers' own check (CUDA, XPU, NPU, HPU, MPS, ...), the one TrainingArguments validates bf16 with.
             self.bf16 = is_torch_bf16_gpu_available() and not self.fp16 and not self.use_cpu
+        if self.gradient_checkpointing is None:
+            # TRL's default (True) under the name this transformers reads: releases that renamed the field to
+            # `activation_checkpointing` (5.24 has it, 5.5.4 not) warn whenever `gradient_checkpointing` is set.
+            if not hasattr(self, "activation_checkpointing"):
+                self.gradient_checkpointing = True
+            elif self.activation_checkpointing is None:
+                self.activation_checkpointing = True
         init_cpu_process_group(self)  # with `ddp_timeout`, which TrainingArguments drops under use_cpu
         super().__post_init__()
         for name in ("teacher_model_init_kwargs", "generation_kwargs", "chat_template_kwargs"):
