@@ -118,7 +118,9 @@ def worker(kind: str, steps: int, every: int) -> dict:
             if s % every == 0 or s == 1:
                 gc.collect()
                 n_tensors = sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
-                samples.append({"step": s, "rss_mb": _rss_mb(), "objects": len(gc.get_objects()), "tensors": n_tensors})
+                samples.append(
+                    {"step": s, "rss_mb": _rss_mb(), "objects": len(gc.get_objects()), "tensors": n_tensors}
+                )
 
     with tempfile.TemporaryDirectory(prefix="rss_leak_") as tmp:
         tok = _tokenizer(os.path.join(tmp, "tok"))
@@ -162,8 +164,8 @@ def main(argv=None):
         return 0
 
     one, five, fifteen = os.getloadavg()
-    print(f"RSS over {args.steps} steps, tiny GPT-2 models (1 / 2 layers, hidden 64, vocab 400), batch 4, up to 16 new "
-          f"tokens | load average {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} CPUs) at start")
+    print(f"RSS over {args.steps} steps, tiny GPT-2 models (1 / 2 layers, hidden 64, vocab 400), batch 4, up to 16 "
+          f"new tokens | load average {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} CPUs) at start")
     results, verdicts = {}, []
     for kind in args.trainers:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--steps", str(args.steps),

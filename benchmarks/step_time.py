@@ -94,7 +94,8 @@ def build_tokenizer(save_dir: str, vocab: int):
     from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
     if vocab >= 50257 and (GPT2_TOKENIZER / "vocab.json").exists():
-        tok = GPT2TokenizerFast.from_pretrained(str(GPT2_TOKENIZER))  # vocab_file= kwargs are ignored by transformers 5
+        # vocab_file= kwargs are ignored by transformers 5
+        tok = GPT2TokenizerFast.from_pretrained(str(GPT2_TOKENIZER))
         source = "GPT-2 BPE (shared/data/gpt2_tokenizer, 50257 tokens)"
     else:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -214,7 +215,9 @@ class Profiler:
 
     def snapshot(self):
         self._tick()
-        out = {"times": dict(self.times), "cpu": dict(self.cpu), "counts": dict(self.counts), "flops": dict(self.flops)}
+        out = {
+            "times": dict(self.times), "cpu": dict(self.cpu), "counts": dict(self.counts), "flops": dict(self.flops)
+        }
         self.times, self.cpu = defaultdict(float), defaultdict(float)
         self.counts, self.flops = Counter(), defaultdict(float)
         return out
@@ -467,7 +470,7 @@ def run_interleaved(kinds, opts, tok, student0, teacher0, dataset, n_student, n_
 
 
 def expected_counts(kind: str, k: int) -> dict:
-    """Passes per optimizer step (window of k micro-batches) that each order needs (issue targets)."""
+    """Passes per optimizer step (window of k micro-batches) that each order needs (docs/performance.md's targets)."""
     if kind == "paper":
         # The prompt step comes before any student loss of the window, so its student target is a forward of its own.
         return {"generate": k, "student fwd (grad)": k, "student fwd (no grad)": k, "teacher fwd (grad)": k,
@@ -504,7 +507,6 @@ def main(argv=None):
     t_start = time.perf_counter()
     import transformers
     import trl
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -76,7 +76,9 @@ def check_deepspeed(problems: list[str]) -> None:
             problems.append(f"{name}: ZeRO-3 needs stage3_gather_16bit_weights_on_model_save: true")
         offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
         if offload and cfg.get("zero_force_ds_cpu_optimizer") is not False:
-            problems.append(f"{name}: optimizer offload without an optimizer block needs zero_force_ds_cpu_optimizer false")
+            problems.append(
+                f"{name}: optimizer offload without an optimizer block needs zero_force_ds_cpu_optimizer false"
+            )
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 args = TrainingArguments(
@@ -125,7 +127,8 @@ def check_accelerate(problems: list[str]) -> None:
             elif not (ROOT / json_path).is_file():
                 problems.append(f"{name}: {json_path} does not exist (relative to the repository root)")
             else:
-                refused = [k for k in REFUSED_WITH_FILE if k in ds] + (["mixed_precision"] if "mixed_precision" in raw else [])
+                refused = [k for k in REFUSED_WITH_FILE if k in ds]
+                refused += ["mixed_precision"] if "mixed_precision" in raw else []
                 if refused:
                     problems.append(f"{name}: accelerate refuses {refused} next to deepspeed_config_file")
                 try:

@@ -167,7 +167,7 @@ def render(config_cls) -> str:
         "",
         f"`{config_cls.__name__}` subclasses `trl.{parent.__name__}` (itself a `transformers.TrainingArguments`). "
         "This page lists the fields it declares: the PromptKD fields and the defaults it overrides. Every other "
-        "argument (batch size, gradient accumulation, scheduler, `deepspeed`, `gradient_checkpointing`, ...) is the "
+        "argument (batch size, gradient accumulation, scheduler, `deepspeed`, ...) is the "
         "parent's; see the TRL and transformers documentation.",
         "",
         "Scripts that parse the config with `transformers.HfArgumentParser` or `trl.TrlParser` take the field names "
@@ -183,8 +183,8 @@ def render(config_cls) -> str:
             "",
             "## Defaults that differ from TRL's GKDConfig and DistillationConfig",
             "",
-            "The fields shared with `GKDConfig` and `DistillationConfig` keep TRL's names and meanings; these keep the "
-            "paper's defaults instead of TRL's, so set them to reproduce a TRL run:",
+            "The fields shared with `GKDConfig` and `DistillationConfig` keep TRL's names and meanings; these keep "
+            "the paper's defaults instead of TRL's, so set them to reproduce a TRL run:",
             "",
             *table,
             "",
@@ -193,7 +193,8 @@ def render(config_cls) -> str:
     for section in order:
         if section not in grouped:
             continue
-        out += ["", f"## {section[0].upper()}{section[1:]}", "", "| name | type | default | help |", "|---|---|---|---|"]
+        heading = f"## {section[0].upper()}{section[1:]}"
+        out += ["", heading, "", "| name | type | default | help |", "|---|---|---|---|"]
         for name in grouped[section]:
             field = all_fields[name]
             help_text = field.metadata.get("help", "")

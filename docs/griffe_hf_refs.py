@@ -23,7 +23,9 @@ HF_DOCS = "https://huggingface.co/docs"
 EXTERNAL = {
     "transformers.Trainer": f"{HF_DOCS}/transformers/main_classes/trainer#transformers.Trainer",
     "transformers.TrainingArguments": f"{HF_DOCS}/transformers/main_classes/trainer#transformers.TrainingArguments",
-    "transformers.GenerationConfig": f"{HF_DOCS}/transformers/main_classes/text_generation#transformers.GenerationConfig",
+    "transformers.GenerationConfig": (
+        f"{HF_DOCS}/transformers/main_classes/text_generation#transformers.GenerationConfig"
+    ),
     "trl.SFTConfig": f"{HF_DOCS}/trl/sft_trainer#trl.SFTConfig",
     "trl.SFTTrainer": f"{HF_DOCS}/trl/sft_trainer#trl.SFTTrainer",
     "trl.experimental.gkd.GKDTrainer": f"{HF_DOCS}/trl/gkd_trainer",

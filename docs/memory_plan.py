@@ -146,7 +146,9 @@ def memory(plan: Plan, teacher_ckpt: bool, student_ckpt: bool) -> dict[str, floa
     out["prompt"] = 16 * N_VIRTUAL * t.hidden
     out["act_teacher"] = activations(t, plan.micro_batch, plan.seq + N_VIRTUAL, teacher_ckpt)
     out["act_student"] = activations(s, plan.micro_batch, plan.seq, student_ckpt)
-    out["logits"] = 4 * 2 * plan.micro_batch * plan.seq * s.vocab + 6 * 4 * min(CHUNK, plan.micro_batch * plan.seq) * s.vocab
+    out["logits"] = (
+        4 * 2 * plan.micro_batch * plan.seq * s.vocab + 6 * 4 * min(CHUNK, plan.micro_batch * plan.seq) * s.vocab
+    )
     live = max(2 * 2 * m.layer_params() + 2 * m.vocab * m.hidden for m in (s, t))
     out["zero3_live"] = live if plan.zero == 3 else 0
     out["kv_cache"] = 2 * 2 * plan.micro_batch * plan.seq * s.hidden * s.layers
@@ -210,7 +212,8 @@ for teacher, students in (("opt-13b", ("opt-1.3b", "opt-2.7b", "opt-6.7b")), ("l
         ]
 
 
-# A teacher that fits no single GPU (130 GB of bf16 weights): only ZeRO-3 partitions it (promptkd_trainer/distributed.py).
+# A teacher that fits no single GPU (130 GB of bf16 weights): only ZeRO-3 partitions it
+# (promptkd_trainer/distributed.py).
 HUGE_PLANS = [
     Plan(MODELS["llama-65b"], MODELS["llama-7b"], gpus=8, gpu_gib=80, zero=3, micro_batch=4),
     Plan(MODELS["llama-65b"], MODELS["llama-7b"], gpus=8, gpu_gib=80, zero=3, micro_batch=4, offload_optimizer=True,
@@ -223,7 +226,9 @@ def report() -> str:
     parts.append("#### Parameter counts\n")
     rows = []
     for m in MODELS.values():
-        rows.append([m.name, str(m.hidden), str(m.layers), str(m.vocab), f"{m.params():,}", f"{N_VIRTUAL * m.hidden:,}"])
+        rows.append(
+            [m.name, str(m.hidden), str(m.layers), str(m.vocab), f"{m.params():,}", f"{N_VIRTUAL * m.hidden:,}"]
+        )
     parts.append(table(["model", "hidden", "layers", "vocab", "parameters", f"prompt ({N_VIRTUAL} x hidden)"], rows))
 
     for title, plans in (

@@ -10,8 +10,9 @@ A [`PromptKDTrainer`] checkpoint is the Trainer's own (student weights, optimize
   `weights_only=True`);
 - `promptkd_complete.json`, written last: a checkpoint without it was interrupted while being saved.
 
-The trainer mixin [`PromptCheckpointing`] also names the teacher and the adapter in the model card, and sends the
-metrics that callbacks add in `on_evaluate` (e.g. `eval_rougeL`) to the `report_to` loggers.
+The trainer mixin [`PromptCheckpointing`] writes and restores these files. The model card's section on the teacher is
+`model_card.py`; the metrics that callbacks add in `on_evaluate` reach the loggers through
+[`~promptkd_trainer.evaluation.CallbackMetricsLogging`], next to the ROUGE-L callback.
 """
 
 from __future__ import annotations
@@ -23,12 +24,21 @@ import re
 import torch
 from peft import PeftModel, PromptTuningInit, set_peft_model_state_dict
 from peft.utils.integrations import gather_params_ctx
-from safetensors import safe_open
-from safetensors.torch import load_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .distributed import name_stalled_ranks
+from .files import (
+    check_checkpoint_files,
+    check_torch_archive,
+    check_writes_inside,
+    read_json,
+    read_safetensors,
+    safetensors_shapes,
+)
+from .preemption import checkpoint_on_signals
 from .teacher import base_model
+
 
 logger = logging.get_logger(__name__)
 
@@ -37,14 +47,19 @@ PROMPT_OPTIMIZER_NAME = "prompt_optimizer.pt"
 PROMPT_SCHEDULER_NAME = "prompt_scheduler.pt"
 TEACHER_IDENTITY_NAME = "teacher_identity.json"
 COMPLETE_MARKER_NAME = "promptkd_complete.json"
+COMPLETIONS_DIR = "completions"  # `log_completions` tables, written by the trainer into output_dir
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_ADAPTER_CONFIG = "adapter_config.json"
 _TRAINER_STATE = "trainer_state.json"
+_IDENTITY_KEYS = ("name_or_path", "architecture", "embedding_shape", "embedding_dtype", "embedding_rows",
+                  "embedding_sample")
 
 # The architecture entries compared (those a config has): a whole-config hash would change with how the teacher is
 # loaded and with the transformers version that wrote it.
 _ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                       "num_key_value_heads", "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
 _FINGERPRINT_ROWS, _FINGERPRINT_COLS = 8, 16
+_CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 # ---------------------------------------------------------------------------------------------- teacher identity
@@ -54,6 +69,12 @@ def _architecture(config) -> dict:
     text = config.get_text_config()
     values = {key: getattr(text, key, None) for key in _ARCHITECTURE_KEYS}
     return {key: value for key, value in values.items() if isinstance(value, (int, str, bool))}
+
+
+def teacher_identity_name(teacher) -> str:
+    """The teacher's name or path, as recorded with its prompt and named in the model card."""
+    base = base_model(teacher)
+    return str(getattr(base, "name_or_path", "") or base.config._name_or_path or "(a teacher given in memory)")
 
 
 def teacher_identity(teacher) -> dict:
@@ -84,8 +105,8 @@ def _prompt_hidden_size(adapter_dir: str) -> int | None:
     path = os.path.join(adapter_dir, _ADAPTER_WEIGHTS)
     if not os.path.exists(path):
         return None
-    with safe_open(path, framework="pt") as f:
-        return f.get_slice(next(iter(f.keys()))).get_shape()[-1]
+    shapes = list(safetensors_shapes(path).values())
+    return shapes[0][-1] if shapes else None
 
 
 def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
@@ -103,17 +124,18 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
 
     Raises:
         `FileNotFoundError`: `adapter_dir` holds no adapter.
+        [`~promptkd_trainer.files.DamagedFileError`]: `adapter_config.json`, the weights or `teacher_identity.json`
+        is truncated or malformed.
         `ValueError`: the adapter is not a prompt-tuning one, the prompt's hidden size is not the teacher's, or the
         recorded identity (architecture, embedding shape or embedding weights) differs. An adapter saved without
         `teacher_identity.json` (by older versions) is only checked for its size, with a warning.
     """
-    config_path = os.path.join(adapter_dir, "adapter_config.json")
+    config_path = os.path.join(adapter_dir, _ADAPTER_CONFIG)
     if not os.path.exists(config_path):
         raise FileNotFoundError(
             f"No PEFT adapter in {adapter_dir} (no adapter_config.json): pass a `teacher_prompt/` folder."
         )
-    with open(config_path) as f:
-        peft_type = json.load(f).get("peft_type")
+    peft_type = read_json(config_path, keys=("peft_type",))["peft_type"]
     if peft_type != "PROMPT_TUNING":
         raise ValueError(
             f"{adapter_dir} holds a {peft_type} adapter, not a prompt-tuning one (a PromptKD `teacher_prompt/`)."
@@ -134,8 +156,7 @@ def check_prompt_matches_teacher(teacher, adapter_dir: str) -> None:
             "was trained on this teacher; make sure it was."
         )
         return
-    with open(path) as f:
-        saved = json.load(f)
+    saved = read_json(path, keys=_IDENTITY_KEYS)
     reason = None
     if saved["embedding_shape"] != current["embedding_shape"]:
         reason = f"input embeddings of shape {saved['embedding_shape']}, not {current['embedding_shape']}"
@@ -176,6 +197,7 @@ def save_prompt(teacher: PeftModel, output_dir: str, identity: dict | None = Non
     one, e.g. for an in-memory tokenizer). The init text stays in `prompt_tuning_init_text` as a record.
     """
     adapter_dir = os.path.join(output_dir, PROMPT_ADAPTER_DIR)
+    check_writes_inside(output_dir, adapter_dir)
     config = teacher.active_peft_config
     init, tokenizer_path = config.prompt_tuning_init, config.tokenizer_name_or_path
     config.prompt_tuning_init, config.tokenizer_name_or_path = PromptTuningInit.RANDOM, None
@@ -207,7 +229,7 @@ def load_prompt(teacher: PeftModel, checkpoint: str) -> None:
         )
     # Read on CPU: safetensors rejects indexed CPU devices ("device cpu:0 is invalid"), which is what
     # `accelerator.device` is in a multi-process CPU run; the state dict is copied into the prompt's own device.
-    set_peft_model_state_dict(teacher, load_file(adapter, device="cpu"))
+    set_peft_model_state_dict(teacher, read_safetensors(adapter, device="cpu"))
 
 
 def load_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, checkpoint: str) -> None:
@@ -221,6 +243,7 @@ def load_prompt_optimizer(optimizer: torch.optim.Optimizer, scheduler, checkpoin
         path = os.path.join(checkpoint, name)
         if not os.path.exists(path):
             raise FileNotFoundError(_missing_message(checkpoint, [name]))
+        check_torch_archive(path)
         # map_location "cpu" for the same reason ("cpu:0" cannot be restored); Optimizer.load_state_dict moves
         # the moments to the prompt's device.
         obj.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -247,6 +270,40 @@ def missing_checkpoint_files(checkpoint: str, use_prompt: bool = True, optimizer
     return [name for name in expected if not os.path.exists(os.path.join(checkpoint, name))]
 
 
+def check_saves_stay_inside(output_dir: str) -> None:
+    """Refuse a symbolic link in `output_dir` through which a save would write outside it: one of the files saved at
+    its top level (`README.md`, the student's weights, ...), `teacher_prompt/`, `completions/` (`log_completions`), or
+    a `checkpoint-N` folder or anything in it ([`~promptkd_trainer.files.check_writes_inside`]). Other folders (e.g. a
+    linked `runs/` for TensorBoard) are not written by the trainer and are left alone.
+
+    Raises:
+        `ValueError`: such a link exists; the message names it.
+    """
+    if not os.path.isdir(output_dir):
+        return
+    check_writes_inside(output_dir, output_dir, recursive=False)
+    for name in sorted(os.listdir(output_dir)):
+        if name in (PROMPT_ADAPTER_DIR, COMPLETIONS_DIR) or _CHECKPOINT_PATTERN.match(name):
+            check_writes_inside(output_dir, os.path.join(output_dir, name))
+
+
+def check_same_prompt_length(checkpoint: str, num_virtual_tokens: int) -> None:
+    """Refuse to resume from `checkpoint` with another prompt length than the one it was trained with (PEFT would
+    fail on a bare tensor `size mismatch`).
+
+    Raises:
+        `ValueError`: the lengths differ, or one of the two has no prompt; the message names both values.
+    """
+    config_path = os.path.join(checkpoint, PROMPT_ADAPTER_DIR, _ADAPTER_CONFIG)
+    saved = read_json(config_path).get("num_virtual_tokens", 0) if os.path.isfile(config_path) else 0
+    if saved != num_virtual_tokens:
+        raise ValueError(
+            f"Cannot resume from {checkpoint} with num_virtual_tokens={num_virtual_tokens}: it was trained with "
+            f"num_virtual_tokens={saved} ({config_path if saved else 'no prompt'}). Set "
+            f"`num_virtual_tokens={saved}` to resume it, or train from scratch (without resuming) with the new value."
+        )
+
+
 def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
     """The newest `checkpoint-N` folder of `output_dir` whose save completed (it holds `promptkd_complete.json`).
 
@@ -260,13 +317,12 @@ def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[s
     Returns:
         `(path or None, skipped)`: `skipped` lists the newer incomplete folders with what they lack.
     """
-    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
     found = []
     if os.path.isdir(output_dir):
         found = sorted(
             (int(m.group(1)), os.path.join(output_dir, name))
             for name in os.listdir(output_dir)
-            if (m := pattern.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+            if (m := _CHECKPOINT_PATTERN.match(name)) and os.path.isdir(os.path.join(output_dir, name))
         )
     skipped = []
     for _, path in reversed(found):
@@ -285,42 +341,26 @@ def last_complete_checkpoint(output_dir: str, required: bool = False) -> tuple[s
     return None, skipped
 
 
-def teacher_card_section(teacher, use_prompt: bool) -> str:
-    """The model card's section on the teacher and the `teacher_prompt/` adapter (Markdown)."""
-    name = teacher_identity_name(teacher)
-    if not use_prompt:
-        return f"\n## Teacher\n\nDistilled on-policy from the teacher `{name}` (no soft prompt).\n"
-    n_tokens = teacher.active_peft_config.num_virtual_tokens
-    return (
-        f"\n## Teacher and soft prompt\n\nDistilled with PromptKD from the teacher `{name}`. The teacher's soft "
-        f"prompt ({n_tokens} virtual tokens, trained with the student) is saved next to the student's weights in "
-        f"`{PROMPT_ADAPTER_DIR}/`, as a PEFT prompt-tuning adapter for that teacher:\n\n```python\n"
-        "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
-        f'teacher = AutoModelForCausalLM.from_pretrained("{name}")\n'
-        f'prompted_teacher = PeftModel.from_pretrained(teacher, "{PROMPT_ADAPTER_DIR}")\n```\n'
-    )
-
-
-def teacher_identity_name(teacher) -> str:
-    base = base_model(teacher)
-    return str(getattr(base, "name_or_path", "") or base.config._name_or_path or "(a teacher given in memory)")
-
-
 # ---------------------------------------------------------------------------------------------- the Trainer mixin
 
 
 class PromptCheckpointing:
     """Trainer mixin (before the `Trainer` class in the bases) that saves and restores the prompt with the student,
-    marks complete checkpoints, and writes the teacher and the prompt into the model card.
+    marks complete checkpoints, and resumes from the last complete one.
 
     It expects the trainer's `teacher`, `use_prompt`, `prompt_optimizer`, `prompt_scheduler` and
-    `_create_prompt_optimizer(num_training_steps)`.
+    `_prompt_optimizer_and_scheduler()` (which creates the last two on first use).
     """
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or `"true"`,
-        as the command line passes it), and refusing a checkpoint with missing prompt state or one trained on another
-        teacher before anything loads."""
+        """`Trainer.train`, resuming from the last *complete* checkpoint for `resume_from_checkpoint=True` (or
+        `"true"`, as the command line passes it), and refusing before anything loads or trains: a checkpoint with
+        missing prompt state, a damaged file, another `num_virtual_tokens` or another teacher, and a symbolic link in
+        `output_dir` that a save would write through ([`check_saves_stay_inside`]). With `save_on_signal`, SIGTERM
+        and SIGINT save a checkpoint at the next step end and raise
+        [`~promptkd_trainer.preemption.Preempted`]. A rank that stops answering for `ddp_timeout` seconds ends the
+        run with a [`~promptkd_trainer.distributed.StalledRankError`] that names it."""
+        check_saves_stay_inside(self.args.output_dir)
         self._prompt_teacher_identity()  # on every rank: under ZeRO-3 reading the embeddings is collective
         if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() == "true":
             if not os.path.isdir(resume_from_checkpoint):  # `--resume_from_checkpoint true` on the command line
@@ -334,7 +374,8 @@ class PromptCheckpointing:
                 logger.info(f"Resuming from {found}, the last complete checkpoint.")
         if isinstance(resume_from_checkpoint, str) and os.path.isdir(resume_from_checkpoint):
             self._check_resumable(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        with name_stalled_ranks(self.args), checkpoint_on_signals(self, getattr(self.args, "save_on_signal", True)):
+            return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def _check_resumable(self, checkpoint: str) -> None:
         missing = missing_checkpoint_files(checkpoint, self.use_prompt, not self.args.save_only_model)
@@ -342,8 +383,18 @@ class PromptCheckpointing:
             logger.warning(f"{checkpoint} has no {COMPLETE_MARKER_NAME}: its save may have been interrupted.")
         elif missing:
             raise FileNotFoundError(_missing_message(checkpoint, [m for m in missing if m != COMPLETE_MARKER_NAME]))
+        check_checkpoint_files(checkpoint)  # the Trainer's own loaders would fail on a damaged file without its name
+        check_same_prompt_length(checkpoint, self.args.num_virtual_tokens)
         if self.use_prompt:
             check_prompt_matches_teacher(self.teacher, os.path.join(checkpoint, PROMPT_ADAPTER_DIR))
+        # transformers only logs a missing RNG state at info level; the run then draws other samples.
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        if not os.path.isfile(os.path.join(checkpoint, name)):
+            logger.warning(
+                f"{checkpoint} has no {name}: the random number generators cannot be restored, so the resumed run "
+                "will not be reproducible (it samples other completions than an uninterrupted run would). Resume "
+                "from a checkpoint that has it to continue the same run."
+            )
 
     def _prompt_teacher_identity(self) -> dict | None:
         # The teacher is frozen: its identity is computed once and saved with every checkpoint.
@@ -352,39 +403,17 @@ class PromptCheckpointing:
         return getattr(self, "_teacher_identity", None)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`."""
+        """Save the student as a regular HF model and the prompt as a PEFT adapter in `output_dir/teacher_prompt`.
+
+        Raises:
+            `ValueError`: before anything is written, when a symbolic link in `output_dir` would send a file
+            elsewhere ([`check_saves_stay_inside`]).
+        """
+        if self.args.should_save:
+            check_saves_stay_inside(output_dir or self.args.output_dir)
         super().save_model(output_dir, _internal_call)
         if self.args.should_save and self.use_prompt:
             save_prompt(self.teacher, output_dir or self.args.output_dir, self._prompt_teacher_identity())
-
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None) -> None:
-        """TRL's model card, plus the teacher and how to load the `teacher_prompt/` adapter saved with the student."""
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.exists(path):
-            with open(path, "a") as f:
-                f.write(teacher_card_section(self.teacher, self.use_prompt))
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        super().log(logs, start_time)
-        self._logged_keys = set(logs)
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """`Trainer.evaluate`, then send the metrics that callbacks added in `on_evaluate` (e.g. `eval_rougeL` of
-        `RougeEvalCallback`) to the loggers: the Trainer calls `on_log` (where `report_to` integrations write) before
-        `on_evaluate`, so they would otherwise never see them."""
-        self._logged_keys = None
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        # A dict of eval sets recurses into this method once per set, each of which reports its own.
-        logged, self._logged_keys = self._logged_keys, None
-        if logged is not None:
-            late = {k: v for k, v in metrics.items() if k not in logged and isinstance(v, (int, float))}
-            if late:
-                if self.state.log_history and logged <= self.state.log_history[-1].keys():
-                    for key, value in late.items():
-                        self.state.log_history[-1].setdefault(key, value)
-                self.control = self.callback_handler.on_log(self.args, self.state, self.control, late)
-        return metrics
 
     # The private Trainer methods below are overridden because the Trainer has no public hook for state saved next
     # to its optimizer, restored with the best model, or written after a checkpoint; checked against transformers 5.24.
@@ -392,10 +421,13 @@ class PromptCheckpointing:
     def _save_checkpoint(self, model, trial) -> None:
         # The marker is removed first and written last, so that a folder re-saved over (after a resume) is not taken
         # for complete while half of it is new.
-        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         marker = os.path.join(folder, COMPLETE_MARKER_NAME)
-        if self.args.should_save and os.path.exists(marker):
-            os.remove(marker)
+        if self.args.should_save:
+            check_saves_stay_inside(run_dir)  # before anything is written (TRL writes the model card first)
+            if os.path.exists(marker):
+                os.remove(marker)
         super()._save_checkpoint(model, trial)
         # Every rank writes its part (DeepSpeed shards); the marker waits for all of them.
         self.accelerator.wait_for_everyone()
@@ -415,9 +447,8 @@ class PromptCheckpointing:
         if checkpoint is None or not self.use_prompt:
             return
         load_prompt(self.teacher, checkpoint)
-        self._create_prompt_optimizer(self.state.max_steps)
         if not self.args.save_only_model:  # such checkpoints hold no optimizer state, the student's neither
-            load_prompt_optimizer(self.prompt_optimizer, self.prompt_scheduler, checkpoint)
+            load_prompt_optimizer(*self._prompt_optimizer_and_scheduler(), checkpoint)
 
     def _load_best_model(self) -> None:
         # `load_best_model_at_end` restores the best student; the prompt of the same checkpoint goes with it (the

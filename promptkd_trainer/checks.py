@@ -11,10 +11,15 @@ from transformers import PreTrainedTokenizerBase
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
-from .teacher import _has_tokenizer, base_model
+from .generation import position_limit
+from .teacher import base_model, has_tokenizer
 
 
 logger = logging.get_logger(__name__)
+
+# Position 0's logits from 3 tokens vs from 1 differ only by kernel rounding (other shapes) in a causal model; in one
+# that looks ahead they change by much more. A loose float32 tolerance, so that no causal model is refused.
+_CAUSAL_CHECK_TOLERANCE = dict(rtol=1e-3, atol=1e-4)
 
 
 def check_vocab(student, teacher, tokenizer: PreTrainedTokenizerBase, truncate: bool) -> int | None:
@@ -50,7 +55,7 @@ def check_same_tokenizer(teacher, tokenizer: PreTrainedTokenizerBase) -> None:
     PromptKD compares the two distributions id by id, so the same id must mean the same token.
     """
     path = base_model(teacher).name_or_path
-    if not _has_tokenizer(path) or os.path.realpath(path) == os.path.realpath(tokenizer.name_or_path or "."):
+    if not has_tokenizer(path) or os.path.realpath(path) == os.path.realpath(tokenizer.name_or_path or "."):
         return
     from transformers import AutoTokenizer
 
@@ -85,19 +90,9 @@ def check_causal(model, role: str) -> None:
         first = base(input_ids=ids[:, :1], attention_mask=torch.ones_like(ids[:, :1]), use_cache=False).logits[0, 0]
     base.train(was_training)
     # NaN weights make both NaN: that is for the non-finite loss check to report, not this one.
-    if not torch.allclose(full, first.float(), rtol=1e-3, atol=1e-4, equal_nan=True):
+    if not torch.allclose(full, first.float(), **_CAUSAL_CHECK_TOLERANCE, equal_nan=True):
         raise ValueError(f"The {role} ({name}) is not causal: its prediction at a position depends on later tokens. "
                          f"{advice}")
-
-
-def position_limit(model) -> int | None:
-    """The model's number of positions (`n_positions` / `max_position_embeddings`), if its config has one."""
-    config = base_model(model).config.get_text_config()
-    for key in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def fit_max_length(student, teacher, args) -> int | None:
@@ -109,7 +104,8 @@ def fit_max_length(student, teacher, args) -> int | None:
         `ValueError`: the models leave no room for a prompt and a completion.
     """
     s_limit, t_limit = position_limit(student), position_limit(teacher)
-    fits = [lim for lim in (s_limit, None if t_limit is None else t_limit - args.num_virtual_tokens) if lim is not None]
+    t_fit = None if t_limit is None else t_limit - args.num_virtual_tokens
+    fits = [lim for lim in (s_limit, t_fit) if lim is not None]
     if not fits:
         return args.max_length
     fit = min(fits)
@@ -126,6 +122,22 @@ def fit_max_length(student, teacher, args) -> int | None:
         "set it in the config to silence this warning."
     )
     return fit
+
+
+def fitted_length_advice(student, teacher, args) -> str:
+    """What helps a prompt that is too long for a `max_length` that [`fit_max_length`] lowered to the models'
+    positions: raising `max_length` cannot (the error would otherwise say so); when the prompt's virtual tokens take
+    the room, lowering `num_virtual_tokens` can."""
+    s_limit, t_limit, n_virtual = position_limit(student), position_limit(teacher), args.num_virtual_tokens
+    where = f"the student has {s_limit} positions and the teacher {t_limit}"
+    if n_virtual:
+        where += f", {n_virtual} of which hold the prompt's virtual tokens"
+    advice = f"max_length={args.max_length} is what fits the models ({where}): raising it cannot help."
+    if n_virtual and t_limit is not None and (s_limit is None or t_limit - n_virtual < s_limit):
+        advice += f" Lower `num_virtual_tokens` (the virtual tokens take {n_virtual} of those positions), or"
+    else:
+        advice += " Use models with more positions, or"
+    return advice
 
 
 def check_models(student, teacher, tokenizer: PreTrainedTokenizerBase, args) -> int | None:

@@ -15,7 +15,6 @@ GKD YAML or command line (`--dataset_test_split`, `--dtype`, `--use_peft --lora_
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ logger = logging.get_logger(__name__)
 
 @dataclass
 class TrainScriptArguments:
-    """Arguments of `promptkd train` that are neither TRL's `ScriptArguments` / `ModelConfig` nor [`PromptKDConfig`]."""
+    """Arguments of `promptkd train` that are neither TRL's `ScriptArguments` / `ModelConfig` nor
+    [`PromptKDConfig`]."""
 
     dataset_format: str = field(
         default="auto",
@@ -64,7 +64,8 @@ class TrainScriptArguments:
 
 
 def make_train_parser():
-    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`, `TrainScriptArguments`."""
+    """The `TrlParser` of `promptkd train`: `ScriptArguments`, `PromptKDConfig`, `ModelConfig`,
+    `TrainScriptArguments`."""
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from .promptkd_config import PromptKDConfig
@@ -116,17 +117,18 @@ def _missing_local_path(name: str | None) -> bool:
 
 def _local_split_exists(path: str, split: str) -> bool:
     """Whether a local dataset path holds a split of that name (a file is one split; a directory may hold several)."""
-    from .formats import _builder_for
+    from .files import read_json
+    from .formats import builder_for
 
     path = os.path.expanduser(path)
     if not os.path.isdir(path):
         return False
     dict_json = os.path.join(path, "dataset_dict.json")
     if os.path.isfile(dict_json):
-        with open(dict_json, encoding="utf-8") as f:
-            return split in json.load(f).get("splits", [])
+        saved = read_json(dict_json, advice="save the dataset again with `DatasetDict.save_to_disk`")
+        return split in saved.get("splits", [])
     return any(
-        f.split(".")[0] == split and _builder_for(f) is not None for f in os.listdir(path)
+        f.split(".")[0] == split and builder_for(f) is not None for f in os.listdir(path)
     )
 
 
@@ -221,7 +223,9 @@ def run_train(argv: list[str] | None = None):
 
             rows = list(eval_dataset.take(extra_args.eval_rouge_examples))
             callbacks.append(
-                RougeEvalCallback(rows, tokenizer, max_new_tokens=config.max_new_tokens, greedy=False, seed=config.seed)
+                RougeEvalCallback(
+                    rows, tokenizer, max_new_tokens=config.max_new_tokens, greedy=False, seed=config.seed
+                )
             )
 
     trainer = PromptKDTrainer(

@@ -1,5 +1,5 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""Dataset checks, tokenization and collation for [`PromptKDTrainer`].
+"""Dataset checks and tokenization for [`PromptKDTrainer`] (collation: `promptkd_trainer.collation`).
 
 Every dataset is tokenized and checked when the trainer is built, so that a bad dataset fails before any compute is
 spent: empty datasets, missing columns, prompts that leave no room for a completion (a streamed `IterableDataset` is
@@ -9,15 +9,12 @@ checked row by row as it is read), and, through [`check_completions`], rows with
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.compute as pc
-import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
-from trl.trainer.utils import pad
 
 
 logger = logging.get_logger(__name__)
@@ -42,25 +39,60 @@ def _cut_after_eos(ids: list[int], eos_id: int | None) -> list[int]:
     return ids + [eos_id]
 
 
+def _text_content(message: dict[str, Any]) -> str:
+    """A message's content as text: a string, or a list of parts that are all text (the multimodal message layout,
+    `[{"type": "text", "text": ...}]`), joined as chat templates that accept parts render them."""
+    content = message.get("content")
+    role = message.get("role")
+    if isinstance(content, str):
+        return content
+    if content is None:
+        raise ValueError(
+            f"the {role} message has no content (`content` is None); give every message its text (the assistant's "
+            "answer, or drop the assistant turn and use a prompt-only `prompt` column for on-policy training)."
+        )
+    if isinstance(content, list):
+        other = [p.get("type") if isinstance(p, dict) else type(p).__name__ for p in content
+                 if not (isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))]
+        if other:
+            raise ValueError(
+                f"the {role} message's content has non-text parts ({', '.join(map(str, other))}); PromptKD trains "
+                "text-only language models: give text content (a string, or only {'type': 'text', 'text': ...} "
+                "parts)."
+            )
+        return "".join(part["text"] for part in content)
+    raise ValueError(f"the {role} message's content is a {type(content).__name__}, not a string or a list of parts.")
+
+
+def _text_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**message, "content": _text_content(message)} for message in messages]
+
+
 def tokenize_example(
     example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, chat_template_kwargs: dict[str, Any] | None = None
 ) -> dict[str, list[int]]:
     """Turn one row into `prompt_ids` and `completion_ids` (empty for prompt-only rows); `chat_template_kwargs` go to
-    `apply_chat_template` for conversational rows (e.g. `{"enable_thinking": False}`)."""
+    `apply_chat_template` for conversational rows (e.g. `{"enable_thinking": False}`).
+
+    A message's `content` is a string, or a list of text parts (`[{"type": "text", "text": ...}]`), taken as their
+    concatenated text; `None` content and non-text parts (images, ...) are refused.
+    """
     eos = tokenizer.eos_token_id
     template_kwargs = chat_template_kwargs or {}
     if "messages" in example:
         messages = example["messages"]
         if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
             raise ValueError(
-                "Each `messages` row must be a non-empty list of {'role', 'content'} dicts ending with the assistant's "
-                f"answer; got {messages!r:.200}."
+                "Each `messages` row must be a non-empty list of {'role', 'content'} dicts ending with the "
+                f"assistant's answer; got {messages!r:.200}."
             )
         prompt, completion = messages[:-1], messages[-1:]
     else:
         prompt, completion = example["prompt"], example.get("completion")
 
     if isinstance(prompt, list):  # conversational
+        prompt = _text_messages(prompt)
+        completion = _text_messages(completion) if isinstance(completion, list) else completion
         if tokenizer.chat_template is None:
             raise ValueError(
                 "The dataset is conversational but the tokenizer has no chat template. Set "
@@ -129,9 +161,8 @@ def apply_formatting_func(
 
     As in `SFTTrainer`, the function takes one raw row and returns text. Here that text is the *prompt* that the
     student continues on-policy (PromptKD trains on sampled completions, not on the text itself). A string
-    `completion` column of the raw row is kept as the dataset completion; every other column is dropped. For
-    backward compatibility the function may instead return a dict (`prompt`/`completion` or `messages`), which is
-    merged into the row.
+    `completion` column of the raw row is kept as the dataset completion; every other column is dropped. The
+    function may instead return a dict (`prompt`/`completion` or `messages`), which is merged into the row.
 
     Args:
         dataset (`Dataset` or `IterableDataset`):
@@ -156,19 +187,25 @@ def apply_formatting_func(
     return dataset.map(_format_row, **kwargs)
 
 
-def _too_long_message(count: str, name: str, where: str, max_length: int) -> str:
+def _too_long_message(count: str, name: str, where: str, max_length: int, advice: str | None = None) -> str:
+    drop = (
+        f"drop such prompts first, e.g. `dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < "
+        f"{max_length})` (the official code drops prompts over 256 tokens)"
+    )
     return (
         f"{count} of the {name} dataset {where}, at least max_length={max_length} tokens: no room is left for a "
-        "completion (it would train on 0 tokens). Raise `max_length`, or drop such prompts first, e.g. "
-        f"`dataset.filter(lambda x: len(tokenizer(x['prompt'])['input_ids']) < {max_length})` (the official code "
-        "drops prompts over 256 tokens)."
+        f"completion (it would train on 0 tokens). {advice or 'Raise `max_length`, or'} {drop}."
     )
 
 
 def _tokenize(
-    example: dict[str, Any], tokenizer: PreTrainedTokenizerBase, keep_prompt: bool, chat_template_kwargs=None
+    example: dict[str, Any], index: int, tokenizer: PreTrainedTokenizerBase, keep_prompt: bool, name: str = "train",
+    chat_template_kwargs=None,
 ) -> dict[str, Any]:
-    row: dict[str, Any] = tokenize_example(example, tokenizer, chat_template_kwargs)
+    try:
+        row: dict[str, Any] = tokenize_example(example, tokenizer, chat_template_kwargs)
+    except ValueError as err:
+        raise ValueError(f"Row {index} of the {name} dataset: {err}") from None
     if keep_prompt:  # e.g. for TRL's LogCompletionsCallback, which reads the eval set's `prompt` column
         row["prompt"] = example["messages"][:-1] if "messages" in example else example["prompt"]
     return row
@@ -178,12 +215,16 @@ def _checked_tokenize(
     example, index, tokenizer, keep_prompt: bool, max_length: int | None, name: str, chat_template_kwargs=None
 ) -> dict:
     """[`tokenize_example`] plus the prompt checks, row by row: a streamed dataset cannot be scanned up front."""
-    row = _tokenize(example, tokenizer, keep_prompt, chat_template_kwargs)
+    row = _tokenize(example, index, tokenizer, keep_prompt, name, chat_template_kwargs)
+    return _check_row(row, index, max_length, name)
+
+
+def _check_row(row: dict, index: int, max_length: int | None, name: str, advice: str | None = None) -> dict:
     n = len(row["prompt_ids"])
     if n == 0:
         raise ValueError(f"Row {index} of the {name} dataset has an empty prompt.")
     if max_length is not None and n >= max_length:
-        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length))
+        raise ValueError(_too_long_message(f"Row {index}", name, f"has a prompt of {n} tokens", max_length, advice))
     return row
 
 
@@ -258,7 +299,9 @@ def prepare_dataset(
         )
     dataset = dataset.map(
         _tokenize,
-        fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "chat_template_kwargs": chat_template_kwargs},
+        with_indices=True,
+        fn_kwargs={"tokenizer": tokenizer, "keep_prompt": keep_prompt, "name": name,
+                   "chat_template_kwargs": chat_template_kwargs},
         remove_columns=columns,
         num_proc=num_proc, desc=f"Tokenizing {name} dataset",
     )
@@ -266,9 +309,11 @@ def prepare_dataset(
     return dataset
 
 
-def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train") -> None:
+def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | None, name: str = "train",
+                         advice: str | None = None) -> None:
     """Raise if a prompt of a prepared `Dataset` is empty or leaves no room for a completion within `max_length`
-    (every row is read; an `IterableDataset` is checked row by row as it is read, not here)."""
+    (every row is read; an `IterableDataset` is checked row by row as it is read, not here). `advice` replaces the
+    message's "Raise `max_length`" when that cannot help."""
     if not isinstance(dataset, Dataset):
         return
     prompt_lengths = _lengths(dataset, "prompt_ids")
@@ -280,7 +325,7 @@ def check_prompt_lengths(dataset: Dataset | IterableDataset, max_length: int | N
         if too_long:
             i = too_long[0]
             where = f"have a prompt (first: index {i}, {prompt_lengths[i]} tokens)"
-            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length))
+            raise ValueError(_too_long_message(f"{len(too_long)} rows", name, where, max_length, advice))
 
 
 def _lengths(dataset: Dataset, column: str) -> list[int]:
@@ -426,94 +471,26 @@ def check_eval_completions(dataset: Dataset | IterableDataset, name: str, eval_o
     check_completions(dataset, name, eval_completions_reason(eval_on_policy))
 
 
-def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None) -> None:
-    """[`check_prompt_lengths`] of every dataset again, for a `max_length` lowered to fit the models' positions (the
-    datasets are prepared before the models are loaded, against the configured value)."""
-    evals = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
-    named = {"train": train_dataset, **{"eval" if k is None else f"eval[{k}]": d for k, d in evals.items()}}
-    for name, dataset in named.items():
-        check_prompt_lengths(dataset, max_length, name)
+def recheck_prompt_lengths(train_dataset, eval_dataset, max_length: int | None, advice: str | None = None):
+    """Check every dataset's prompts again, for a `max_length` lowered to fit the models' positions (the datasets are
+    prepared before the models are loaded, against the configured value).
 
+    A `Dataset` is checked now ([`check_prompt_lengths`]); a streamed `IterableDataset` gets a second row-by-row check
+    with the new value, as it is read. `advice` says what helps instead of raising `max_length`.
 
-
-
-BATCH_KEYS = ("prompts", "prompt_attention_mask", "input_ids", "attention_mask", "labels")
-
-
-def check_collator(collator, dataset) -> None:
-    """Refuse a data collator that cannot collate the prepared rows into the batches [`PromptKDTrainer`] reads.
-
-    Raises:
-        `ValueError`: GKD's `DataCollatorForChatML` (it reads raw `messages` and left-pads the training sequences,
-        where the prompted teacher needs right padding), a collator that fails on a prepared row, or one whose batch
-        misses one of `BATCH_KEYS`.
+    Returns:
+        `(train_dataset, eval_dataset)`, the streamed ones wrapped with the new check.
     """
-    advice = (
-        "PromptKDTrainer tokenizes the datasets itself (rows of `prompt_ids` and `completion_ids`). Pass no "
-        "`data_collator` (PromptKDDataCollator is used), or one that takes such rows and returns "
-        f"{', '.join(BATCH_KEYS)} with right-padded `input_ids`."
-    )
-    if type(collator).__name__ == "DataCollatorForChatML":
-        raise ValueError(f"GKD's DataCollatorForChatML reads raw `messages` rows and left-pads them. {advice}")
-    if isinstance(collator, PromptKDDataCollator) or not isinstance(dataset, Dataset):
-        return
-    try:
-        batch = collator([dataset[0]])
-    except Exception as err:
-        raise ValueError(f"The data collator failed on a prepared row ({err!r}). {advice}") from err
-    missing = [k for k in BATCH_KEYS if k not in batch]
-    if missing:
-        raise ValueError(f"The data collator's batch has no {', '.join(missing)}. {advice}")
+    def recheck(dataset, name):
+        if isinstance(dataset, IterableDataset):
+            kwargs = {"max_length": max_length, "name": name, "advice": advice}
+            return dataset.map(_check_row, with_indices=True, fn_kwargs=kwargs)
+        check_prompt_lengths(dataset, max_length, name, advice)
+        return dataset
 
-
-def pack_sequences(
-    prompts: list[list[int]] | list[torch.Tensor],
-    completions: list[list[int]] | list[torch.Tensor],
-    pad_id: int,
-    max_length: int | None = None,
-    pad_to_multiple_of: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Right-pad `prompt + completion` sequences; labels are the completion tokens, -100 elsewhere.
-
-    Right padding keeps every real token at the same position in the student (0..L-1) and in the prompted teacher
-    (n..n+L-1), as the official code does (gmkim-ai/PromptKD @ 383182f, `data_utils/lm_datasets.py` right-pads the
-    training sequences). `pad_to_multiple_of` rounds the padded width up (e.g. for kernels that want multiples of 8).
-    """
-    rows, label_rows = [], []
-    for p, c in zip(prompts, completions):
-        p = torch.as_tensor(p, dtype=torch.long).flatten()
-        c = torch.as_tensor(c, dtype=torch.long).flatten()
-        if max_length is not None:
-            c = c[: max(max_length - len(p), 0)]
-        rows.append(torch.cat([p, c]))
-        label_rows.append(torch.cat([torch.full_like(p, -100), c]))
-    kwargs = {"padding_side": "right", "pad_to_multiple_of": pad_to_multiple_of}
-    return {
-        "input_ids": pad(rows, padding_value=pad_id, **kwargs),
-        "attention_mask": pad([torch.ones_like(r) for r in rows], padding_value=0, **kwargs),
-        "labels": pad(label_rows, padding_value=-100, **kwargs),
-    }
-
-
-@dataclass
-class PromptKDDataCollator:
-    """Collate tokenized rows into left-padded prompts (for generation) and right-padded ground-truth sequences.
-
-    Batch keys: `prompts`, `prompt_attention_mask` (left-padded, as generation needs), and `input_ids`,
-    `attention_mask`, `labels` (right-padded prompt + dataset completion, used on off-policy steps and in evaluation).
-    With `pad_to_multiple_of`, every width is rounded up to a multiple of it (`SFTConfig.pad_to_multiple_of`).
-    """
-
-    pad_token_id: int
-    max_length: int | None = None
-    pad_to_multiple_of: int | None = None
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        prompts = [torch.as_tensor(ex["prompt_ids"], dtype=torch.long) for ex in examples]
-        completions = [ex["completion_ids"] for ex in examples]
-        multiple = self.pad_to_multiple_of
-        batch = pack_sequences(prompts, completions, self.pad_token_id, self.max_length, pad_to_multiple_of=multiple)
-        batch["prompts"] = pad(prompts, self.pad_token_id, padding_side="left", pad_to_multiple_of=multiple)
-        masks = [torch.ones_like(p) for p in prompts]
-        batch["prompt_attention_mask"] = pad(masks, 0, padding_side="left", pad_to_multiple_of=multiple)
-        return batch
+    train_dataset = recheck(train_dataset, "train") if train_dataset is not None else None
+    if isinstance(eval_dataset, dict):
+        eval_dataset = {k: recheck(d, f"eval[{k}]") for k, d in eval_dataset.items()}
+    elif eval_dataset is not None:
+        eval_dataset = recheck(eval_dataset, "eval")
+    return train_dataset, eval_dataset

@@ -33,11 +33,16 @@ engine for ZeRO-1/2, where a plain full teacher on the device is all PromptKD ne
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import re
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
+from accelerate.utils import parse_flag_from_env
 from transformers.utils import logging
 
 
@@ -61,10 +66,6 @@ FSDP_UNSUPPORTED_MESSAGE = (
 )
 
 
-def _truthy(value: str | None) -> bool:
-    return str(value).lower() in ("1", "true", "yes", "y", "on")
-
-
 def check_fsdp_unsupported(args: TrainingArguments) -> None:
     """Raise a `ValueError` when FSDP is requested, through the arguments or through `accelerate launch`.
 
@@ -79,7 +80,7 @@ def check_fsdp_unsupported(args: TrainingArguments) -> None:
         `ValueError`: FSDP is requested; the message ([`FSDP_UNSUPPORTED_MESSAGE`]) gives the reason and the
         DeepSpeed alternative.
     """
-    if getattr(args, "fsdp", None) or _truthy(os.environ.get("ACCELERATE_USE_FSDP")):
+    if getattr(args, "fsdp", None) or parse_flag_from_env("ACCELERATE_USE_FSDP"):
         raise ValueError(FSDP_UNSUPPORTED_MESSAGE)
 
 
@@ -131,6 +132,8 @@ def teacher_zero3_config(accelerator: Accelerator, hidden_size: int | None) -> d
     config.pop("scheduler", None)
     zero = config.setdefault("zero_optimization", {})
     zero.pop("offload_optimizer", None)
+    # Bucket sizes change communication granularity and memory, never results: a config without a hidden size gets
+    # those of a mid-size model.
     hidden = hidden_size or 1024
     defaults = {
         "reduce_bucket_size": hidden * hidden,
@@ -173,6 +176,84 @@ def shard_teacher_zero3(teacher: PeftModel | torch.nn.Module, accelerator: Accel
     return engine
 
 
+# ---------------------------------------------------------------------------------------------- stalled ranks
+
+# The longest wait of the check that names a stalled rank, after `ddp_timeout` expired.
+STALL_CHECK_MAX_S = 30
+
+
+class StalledRankError(RuntimeError):
+    """A rank stopped answering: a collective waited `ddp_timeout` seconds for it. The message names the rank."""
+
+
+def init_cpu_process_group(args: TrainingArguments) -> None:
+    """Create the gloo process group of a multi-process CPU run with `args.ddp_timeout`, before the Trainer does.
+
+    transformers passes `timeout=ddp_timeout` to accelerate on every path but `use_cpu=True` (transformers 5.24,
+    `TrainingArguments._setup_devices`: the `use_cpu` branch sets only `cpu` and `backend`), so a CPU run's process
+    group gets gloo's default of 30 minutes and a stalled rank hangs the others that long, whatever `ddp_timeout`
+    says. accelerate (`PartialState`) reuses a process group that already exists, so creating it here, with the
+    timeout, is all the fix needs. Does nothing outside a multi-process CPU launch, for another `ddp_backend`, or when
+    the group exists already.
+    """
+    cpu = getattr(args, "use_cpu", False) or parse_flag_from_env("ACCELERATE_USE_CPU")
+    gloo = getattr(args, "ddp_backend", None) in (None, "gloo")
+    if not cpu or not gloo or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.distributed.is_available() and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="gloo", timeout=timedelta(seconds=args.ddp_timeout))
+
+
+def _stall_message(group, check_s: int, ddp_timeout: int) -> str:
+    rank = torch.distributed.get_rank()
+    waited = f"rank {rank} waited `ddp_timeout`={ddp_timeout} s in a collective"
+    advice = (
+        "The run stops (the launcher ends the other processes); resume with `resume_from_checkpoint=True`. If that "
+        "rank was only slow (e.g. a long save or evaluation on one rank), raise `ddp_timeout`."
+    )
+    try:
+        # Rank 0 hears from every other rank that is still alive; they hear from rank 0 only.
+        torch.distributed.monitored_barrier(group=group, timeout=timedelta(seconds=check_s), wait_all_ranks=True)
+    except RuntimeError as err:
+        found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(err))
+        if found:
+            ranks = found.group(1).strip()
+            return (f"Rank {ranks} stopped answering: {waited}, then {check_s} s for a check that it did not pass. "
+                    f"{advice}")
+        return (f"Rank 0 stopped answering, or names the rank that did in its own log: {waited}, then {check_s} s "
+                f"for rank 0's check. {advice}")
+    return (f"A collective timed out ({waited}) but every rank then passed a check: one of them was slower than "
+            "`ddp_timeout`. Raise `ddp_timeout`.")
+
+
+@contextlib.contextmanager
+def name_stalled_ranks(args: TrainingArguments) -> Iterator[None]:
+    """Within `train()`, turn a gloo collective that timed out into a [`StalledRankError`] that names the rank.
+
+    gloo's own error says only "Timed out waiting ... ms for recv operation". The ranks that are still alive then
+    meet in `torch.distributed.monitored_barrier` on a gloo group of their own (created here, on every rank, with a
+    timeout of `min(ddp_timeout, STALL_CHECK_MAX_S)`), which tells rank 0 which ranks never arrived. So a run whose
+    rank stalls ends about `ddp_timeout` + that check after the last answer, plus the launcher's grace before it kills
+    a process that ignores SIGTERM (torchrun: 30 s). Only gloo process groups (CPU runs) are watched: under NCCL,
+    PyTorch's watchdog aborts a collective that exceeds the timeout.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and dist.get_backend() == "gloo"):
+        yield
+        return
+    check_s = int(min(args.ddp_timeout, STALL_CHECK_MAX_S))
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=check_s))
+    try:
+        yield
+    except RuntimeError as err:
+        if "Timed out waiting" not in str(err):
+            raise
+        message = _stall_message(group, check_s, args.ddp_timeout)
+        logger.error(message)
+        raise StalledRankError(message) from err
+
+
 def teacher_numel(module: torch.nn.Module) -> dict[str, int]:
     """Per-rank parameter counts of a (possibly ZeRO-3-partitioned) module.
 
@@ -196,8 +277,11 @@ def teacher_numel(module: torch.nn.Module) -> dict[str, int]:
 
 __all__ = [
     "FSDP_UNSUPPORTED_MESSAGE",
+    "StalledRankError",
     "check_fsdp_unsupported",
+    "init_cpu_process_group",
     "init_deepspeed_comm",
+    "name_stalled_ranks",
     "shard_teacher_zero3",
     "teacher_numel",
     "teacher_zero3_config",

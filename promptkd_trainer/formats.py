@@ -23,7 +23,10 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, DatasetDict, IterableDataset
+from datasets.exceptions import DatasetGenerationError
 from transformers.utils import logging
+
+from .files import find_bad_jsonl_line
 
 
 logger = logging.get_logger(__name__)
@@ -153,7 +156,8 @@ def to_prompt_completion(
     """
     if isinstance(dataset, (DatasetDict, datasets.IterableDatasetDict)):
         raise ValueError(
-            f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. dataset['train']."
+            f"Got a {type(dataset).__name__} with splits {list(dataset.keys())}; pass one split, e.g. "
+            "dataset['train']."
         )
     columns = dataset.column_names
     if columns is None:  # an IterableDataset with unresolved features (e.g. from_generator)
@@ -181,7 +185,9 @@ def to_prompt_completion(
     return dataset.map(_convert_row, fn_kwargs={"fmt": fmt, "keep_references": keep_references}, **kwargs)
 
 
-def _builder_for(path: str) -> str | None:
+def builder_for(path: str) -> str | None:
+    """The `datasets` builder (`"json"`, `"csv"` or `"parquet"`) that reads a data file, from its extension;
+    `None` for a file that is not a dataset."""
     name = path.lower()
     for ext in (".jsonl.gz", ".json.gz"):
         if name.endswith(ext):
@@ -193,7 +199,7 @@ def _files_in_dir(directory: str, split: str) -> tuple[str, list[str]]:
     files = sorted(
         os.path.join(directory, f)
         for f in os.listdir(directory)
-        if os.path.isfile(os.path.join(directory, f)) and _builder_for(f) is not None
+        if os.path.isfile(os.path.join(directory, f)) and builder_for(f) is not None
     )
     if not files:
         raise ValueError(
@@ -208,7 +214,7 @@ def _files_in_dir(directory: str, split: str) -> tuple[str, list[str]]:
             f"Directory {directory!r} holds several data files {[os.path.basename(f) for f in files]} and none is "
             f"named after split {split!r}; pass one file, or the split whose file to load (e.g. split='valid')."
         )
-    builders = {_builder_for(f) for f in files}
+    builders = {builder_for(f) for f in files}
     if len(builders) > 1:
         raise ValueError(f"Directory {directory!r} mixes data file types: {[os.path.basename(f) for f in files]}.")
     return builders.pop(), files
@@ -219,6 +225,13 @@ def _load_local(builder: str, files: str | list[str], where: str, **kwargs) -> D
         return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
     except StopIteration:  # `datasets` infers the features from the first rows and has none to read
         raise ValueError(f"{where} holds no rows (empty data file); pass a file with at least one row.") from None
+    except DatasetGenerationError as err:
+        # `datasets` says only "An error occurred while generating the dataset" (the file and row go to its log).
+        if builder == "json":
+            for path in [files] if isinstance(files, str) else files:
+                if path.lower().endswith(".jsonl") and (bad := find_bad_jsonl_line(path)) is not None:
+                    raise bad from err
+        raise ValueError(f"{where} could not be read: {err.__cause__ or err}. Fix the file.") from err
 
 
 def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwargs) -> Dataset | IterableDataset:
@@ -247,7 +260,7 @@ def load_dataset_any(path_or_id: str | os.PathLike, split: str = "train", **kwar
     """
     path = os.path.expanduser(os.fspath(path_or_id))
     if os.path.isfile(path):
-        builder = _builder_for(path)
+        builder = builder_for(path)
         if builder is None:
             raise ValueError(f"Unsupported data file {path!r}: expected .jsonl, .json, .parquet or .csv.")
         return _load_local(builder, path, f"Data file {path!r}", **kwargs)

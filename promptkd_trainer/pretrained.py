@@ -72,7 +72,8 @@ def find_smollm2_gguf() -> str:
     paths = [p for p in paths if os.path.isfile(p)]
     if not paths:
         raise ImportError(
-            f"`{SMOLLM2_DISTRIBUTION}` {dist.version} is installed but holds no GGUF file; reinstall it: {INSTALL_HINT}."
+            f"`{SMOLLM2_DISTRIBUTION}` {dist.version} is installed but holds no GGUF file; reinstall it: "
+            f"{INSTALL_HINT}."
         )
     return paths[0]
 
@@ -80,6 +81,26 @@ def find_smollm2_gguf() -> str:
 def _check_gguf() -> None:
     if importlib.util.find_spec("gguf") is None:
         raise ImportError(f"Reading the GGUF file needs the `gguf` package: {INSTALL_HINT}.")
+
+
+def _fp32_model_holding(config, state_dict: dict, what: str):
+    """A float32 model built from `config` and loaded with `state_dict`, every key matched: only a tied model's
+    `lm_head.weight` may be absent (it is the input embedding, tied after loading; a GGUF state dict may leave it out).
+
+    Raises:
+        `RuntimeError`: naming `what` and the missing or unexpected keys.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"{what}: missing {missing}, unexpected {unexpected}.")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    return model
 
 
 def _cache_key(gguf_path: str) -> str:
@@ -117,15 +138,8 @@ def convert_gguf(gguf_path: str, output_dir: str) -> str:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
+    model = _fp32_model_holding(config, quantized.state_dict(), f"GGUF conversion of {gguf_path}")
     # GGUF metadata has no generation config; EOS is the chat template's end-of-turn token.
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
-    # Tolerated, in case a GGUF state dict leaves out the output layer of a tied model (this one lists it).
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion of {gguf_path}: missing {missing}, unexpected {unexpected}.")
-    if config.tie_word_embeddings:
-        model.tie_weights()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -196,9 +210,6 @@ def take_layers(model, num_layers: int):
     """
     import copy
 
-    import torch
-    from transformers import AutoModelForCausalLM
-
     total = model.config.num_hidden_layers
     if not 1 <= num_layers <= total:
         raise ValueError(f"`num_layers` must be between 1 and {total} (the model's layers), got {num_layers}.")
@@ -217,12 +228,6 @@ def take_layers(model, num_layers: int):
     config.num_hidden_layers = len(keep)
     if getattr(config, "layer_types", None):  # per-layer attention kinds (sliding / full) follow their layers
         config.layer_types = [config.layer_types[i] for i in keep]
-    student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = student.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"Layer cut of {type(model).__name__}: missing {missing}, unexpected {unexpected}.")
-    if config.tie_word_embeddings:
-        student.tie_weights()
+    student = _fp32_model_holding(config, state, f"Layer cut of {type(model).__name__}")
     student.generation_config = copy.deepcopy(model.generation_config)
     return student.eval(), keep

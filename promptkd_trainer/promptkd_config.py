@@ -11,6 +11,7 @@ from typing import Any
 from transformers.utils import is_torch_bf16_gpu_available, logging
 from trl import SFTConfig
 
+from .distributed import init_cpu_process_group
 from .divergences import DIVERGENCE_TYPES
 
 
@@ -82,7 +83,8 @@ class PromptKDConfig(SFTConfig):
     1. the student samples completions to the batch's prompts (on-policy, `top_k=0`, `top_p=1.0`, `temperature=1.0`);
     2. the prompt is trained with *student guidance*:
        `D_prompt(prompted teacher, student) + w(t) * D_reg(prompted teacher, teacher without prompt)`,
-       with `w(t) = reg_coef * (1 - global_step / max_steps)`;
+       with `w(t) = reg_coef * (1 - (global_step + 1) / max_steps)` (the official code counts the step being
+       computed from 1: `global_step = 1` at the first update);
     3. the student is trained with `D_student(student, prompted teacher)` on the same sampled sequences.
 
     Each divergence is named from the point of view of its *trainable* distribution P (the prompted teacher for the
@@ -135,7 +137,8 @@ class PromptKDConfig(SFTConfig):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the teacher is loaded from a string.
         num_virtual_tokens (`int`, *optional*, defaults to `7`):
             Length of the teacher's soft prompt (official code: `prompt_len=7`). `0` turns the prompt off: plain
-            on-policy distillation from the frozen teacher (GKD with `lmbda=1`, `beta=1`), PromptKD's ablation baseline.
+            on-policy distillation from the frozen teacher (GKD with `lmbda=1`, `beta=1`), PromptKD's ablation
+            baseline.
         prompt_init_text (`str`, *optional*, defaults to `"Suppose you are a student."`):
             Text whose token embeddings initialise the soft prompt (PEFT `PromptTuningInit.TEXT`; ids repeated or
             truncated to `num_virtual_tokens`). `None` initialises randomly; an empty text is an error.
@@ -158,7 +161,8 @@ class PromptKDConfig(SFTConfig):
         reg_loss_type (`str`, *optional*, defaults to `"reverse_kl"`):
             Divergence of the regulariser, KL(prompted teacher || teacher without prompt) by default.
         reg_coef (`float`, *optional*, defaults to `1.0`):
-            Regulariser coefficient; its weight decays linearly, `reg_coef * (1 - global_step / max_steps)`.
+            Regulariser coefficient; its weight decays linearly, `reg_coef * (1 - (global_step + 1) / max_steps)`,
+            from `reg_coef * (1 - 1 / max_steps)` at the first step to 0 at the last.
         beta (`float`, *optional*, defaults to `1.0`):
             The student term's divergence, as `DistillationConfig.beta`: generalized JSD interpolation, `0.0` forward
             KL, `1.0` reverse KL (the paper's), JSD in between. Defaults to the value `student_loss_type` implies
@@ -178,6 +182,10 @@ class PromptKDConfig(SFTConfig):
             one fp32 chunk of ~32 MB, `2**23 // vocab_size` positions.
         truncate_vocab (`bool`, *optional*, defaults to `False`):
             Compare the distributions on the shared vocabulary when teacher and student vocab sizes differ.
+        save_on_signal (`bool`, *optional*, defaults to `True`):
+            On SIGTERM (sent by cluster schedulers before they preempt a job) or SIGINT (Ctrl-C), finish the current
+            optimizer step, save a checkpoint (whatever `save_strategy`) and exit with status 128 + the signal's
+            number; `resume_from_checkpoint=True` continues from it. `False` keeps Python's default handling.
 
         > Parameters that control generation
 
@@ -271,6 +279,14 @@ class PromptKDConfig(SFTConfig):
             "False (TRL defaults to True, which fails on CPU)."
         },
     )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Checkpoint the student's activations. None: TRL's default, True (unless transformers' "
+            "`activation_checkpointing` is set), without the FutureWarning that transformers 5.x gives for the old "
+            "name; setting this field still warns there."
+        },
+    )
 
     # Teacher and prompt.
     teacher_model_name_or_path: str | None = field(
@@ -288,8 +304,8 @@ class PromptKDConfig(SFTConfig):
     num_virtual_tokens: int = field(
         default=7,
         metadata={
-            "help": f"Number of virtual tokens of the teacher's soft prompt ({_PKD}: prompt_len=7). 0 turns the prompt "
-            "off (plain on-policy distillation, the ablation baseline)."
+            "help": f"Number of virtual tokens of the teacher's soft prompt ({_PKD}: prompt_len=7). 0 turns the "
+            "prompt off (plain on-policy distillation, the ablation baseline)."
         },
     )
     prompt_init_text: str | None = field(
@@ -340,7 +356,7 @@ class PromptKDConfig(SFTConfig):
     reg_coef: float = field(
         default=1.0,
         metadata={
-            "help": f"Regulariser coefficient; weight = reg_coef * (1 - global_step / max_steps) ({_PKD}: "
+            "help": f"Regulariser coefficient; weight = reg_coef * (1 - (global_step + 1) / max_steps) ({_PKD}: "
             "--base-coef 1.0, linear decay)."
         },
     )
@@ -378,8 +394,8 @@ class PromptKDConfig(SFTConfig):
     divergence_chunk_size: int | None = field(
         default=None,
         metadata={
-            "help": "Token positions per chunk inside the divergences; bounds their extra memory. None: one fp32 chunk "
-            "of ~32 MB (2**23 // vocab_size positions)."
+            "help": "Token positions per chunk inside the divergences; bounds their extra memory. None: one fp32 "
+            "chunk of ~32 MB (2**23 // vocab_size positions)."
         },
     )
     truncate_vocab: bool = field(
@@ -387,6 +403,13 @@ class PromptKDConfig(SFTConfig):
         metadata={
             "help": "When teacher and student vocab sizes differ, compare logits on the shared leading vocabulary "
             "(opt-in; the default raises)."
+        },
+    )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or SIGINT, finish the optimizer step, save a checkpoint and exit (status 128 + "
+            "signal number), so that resume_from_checkpoint=True continues the run. False: Python's default handling."
         },
     )
 
@@ -511,6 +534,14 @@ class PromptKDConfig(SFTConfig):
         if self.bf16 is None:
             # transformers' own check (CUDA, XPU, NPU, HPU, MPS, ...), the one TrainingArguments validates bf16 with.
             self.bf16 = is_torch_bf16_gpu_available() and not self.fp16 and not self.use_cpu
+        if self.gradient_checkpointing is None:
+            # TRL's default (True) under the name this transformers reads: releases that renamed the field to
+            # `activation_checkpointing` (5.24 has it, 5.5.4 not) warn whenever `gradient_checkpointing` is set.
+            if not hasattr(self, "activation_checkpointing"):
+                self.gradient_checkpointing = True
+            elif self.activation_checkpointing is None:
+                self.activation_checkpointing = True
+        init_cpu_process_group(self)  # with `ddp_timeout`, which TrainingArguments drops under use_cpu
         super().__post_init__()
         for name in ("teacher_model_init_kwargs", "generation_kwargs", "chat_template_kwargs"):
             value = getattr(self, name)
@@ -606,7 +637,10 @@ class PromptKDConfig(SFTConfig):
             value = getattr(self, name)
             check(value is None or is_int(value), f"`{name}` must be an integer or None, got {value!r}.")
 
-        check(0.0 <= self.lmbda <= 1.0, f"`lmbda` must be in [0, 1] (probability of an on-policy step), got {self.lmbda}.")
+        check(
+            0.0 <= self.lmbda <= 1.0,
+            f"`lmbda` must be in [0, 1] (probability of an on-policy step), got {self.lmbda}.",
+        )
         check(
             0.0 <= self.prompt_beta <= 1.0,
             f"`prompt_beta` must be in [0, 1] (generalized JSD interpolation), got {self.prompt_beta}.",
@@ -643,13 +677,19 @@ class PromptKDConfig(SFTConfig):
         check(self.reg_coef >= 0.0, f"`reg_coef` must be >= 0 (0 disables the regulariser), got {self.reg_coef}.")
         check(
             self.teacher_learning_rate is None or self.teacher_learning_rate >= 0.0,
-            f"`teacher_learning_rate` must be >= 0 or None (None reuses learning_rate), got {self.teacher_learning_rate}.",
+            "`teacher_learning_rate` must be >= 0 or None (None reuses learning_rate), got "
+            f"{self.teacher_learning_rate}.",
         )
-        check(self.teacher_weight_decay >= 0.0, f"`teacher_weight_decay` must be >= 0, got {self.teacher_weight_decay}.")
+        check(
+            self.teacher_weight_decay >= 0.0, f"`teacher_weight_decay` must be >= 0, got {self.teacher_weight_decay}."
+        )
         for name in ("prompt_loss_type", "reg_loss_type"):
             value = getattr(self, name)
             check(value in DIVERGENCE_TYPES, f"`{name}` must be one of {DIVERGENCE_TYPES}, got {value!r}.")
-        check(self.update_order in UPDATE_ORDERS, f"`update_order` must be one of {UPDATE_ORDERS}, got {self.update_order!r}.")
+        check(
+            self.update_order in UPDATE_ORDERS,
+            f"`update_order` must be one of {UPDATE_ORDERS}, got {self.update_order!r}.",
+        )
         check(self.temperature > 0.0, f"`temperature` (sampling) must be > 0, got {self.temperature}.")
         check(self.loss_temperature > 0.0, f"`loss_temperature` must be > 0, got {self.loss_temperature}.")
         check(self.top_k >= 0, f"`top_k` must be >= 0 (0 disables top-k), got {self.top_k}.")

@@ -2,7 +2,8 @@
 """[`PromptKDTrainer`]: PromptKD as a drop-in TRL trainer (GKD-compatible constructor and arguments).
 
 The method is the three phases of [`PromptKDTrainer.training_step`]; construction is a list of named steps, each
-defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`.
+defined next to what it prepares (`data.py`, `teacher.py`, `sampling.py`); saving the prompt is `checkpointing.py`,
+the model card `model_card.py`.
 """
 
 from __future__ import annotations
@@ -23,18 +24,47 @@ from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
-from .checkpointing import PromptCheckpointing
-from .checks import check_causal, check_models
-from .data import PromptKDDataCollator, check_collator, eval_completions_reason, prepare_datasets, prepare_tokenizer
-from .data import prepare_eval_datasets, recheck_prompt_lengths
+from .checkpointing import COMPLETIONS_DIR, PromptCheckpointing
+from .checks import check_causal, check_models, fitted_length_advice
+from .collation import PromptKDDataCollator, check_collator
+from .data import (
+    eval_completions_reason,
+    prepare_datasets,
+    prepare_eval_datasets,
+    prepare_tokenizer,
+    recheck_prompt_lengths,
+)
 from .distributed import check_fsdp_unsupported, init_deepspeed_comm
 from .divergences import divergence
+from .evaluation import CallbackMetricsLogging
+from .files import check_writes_inside
+from .model_card import TeacherModelCard
 from .promptkd_config import PromptKDConfig
-from .sampling import Window, build_generation_config, check_finite, count_completion_tokens, draw_on_policy, generate
-from .sampling import logits_to_keep, loss_mask, max_new_tokens, with_completions
-from .teacher import accepts_logits_to_keep, create_prompt_optimizer, has_active_dropout, load_teacher
-from .teacher import plain_teacher_logits, prepare_teacher, prompt_parameter, prompted_teacher_logits, step_prompt
-from .teacher import backward_prompt_loss
+from .sampling import (
+    Window,
+    align_logits,
+    build_generation_config,
+    check_finite,
+    count_completion_tokens,
+    draw_on_policy,
+    generate,
+    logits_to_keep,
+    loss_mask,
+    max_new_tokens,
+    with_completions,
+)
+from .teacher import (
+    accepts_logits_to_keep,
+    backward_prompt_loss,
+    create_prompt_optimizer,
+    has_active_dropout,
+    load_teacher,
+    plain_teacher_logits,
+    prepare_teacher,
+    prompt_parameter,
+    prompted_teacher_logits,
+    step_prompt,
+)
 
 
 logger = logging.get_logger(__name__)
@@ -44,7 +74,7 @@ def _config_view(name: str, doc: str) -> property:
     return property(lambda self: getattr(self.args, name), doc=f"{doc} Read-only: `args.{name}`.")
 
 
-class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
+class PromptKDTrainer(PromptCheckpointing, TeacherModelCard, CallbackMetricsLogging, SFTTrainer):
     """Trainer for PromptKD (Kim, Jang, Yang, Findings of EMNLP 2024): on-policy distillation through a soft prompt
     trained on the frozen teacher with student guidance.
 
@@ -72,7 +102,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         args ([`PromptKDConfig`], *optional*):
             Configuration; copied, never mutated. Defaults to `PromptKDConfig("<model>-PromptKD")`.
         data_collator (`DataCollator`, *optional*):
-            Defaults to [`~promptkd_trainer.data.PromptKDDataCollator`].
+            Defaults to [`~promptkd_trainer.collation.PromptKDDataCollator`].
         train_dataset, eval_dataset (`Dataset`):
             `messages`, `prompt`/`completion` or prompt-only `prompt` datasets.
         processing_class (`PreTrainedTokenizerBase`, *optional*):
@@ -82,8 +112,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
             As in [`~transformers.Trainer`].
         peft_config (`PeftConfig`, *optional*):
             Adapter for the *student* (e.g. LoRA), as in `SFTTrainer`.
-        formatting_func (`Callable[[dict], dict]`, *optional*):
-            Maps a raw row to a dict with `prompt`/`completion` or `messages`.
+        formatting_func (`Callable[[dict], str | dict]`, *optional*):
+            Maps a raw row to its prompt text (as `SFTTrainer`'s returns the text; a string `completion` column is
+            kept), or to a dict with `prompt`/`completion` or `messages` (docs/datasets.md).
         quantization_config (`BitsAndBytesConfig`, *optional*):
             Quantization of the *student* when it is given as a string, as in TRL's `DistillationTrainer` and
             `SFTTrainer` (combine with `peft_config` for QLoRA); ignored, with a warning, for an instantiated model.
@@ -136,7 +167,7 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         peft_config: PeftConfig | None = None,
-        formatting_func: Callable[[dict], dict] | None = None,
+        formatting_func: Callable[[dict], str | dict] | None = None,
         quantization_config=None,
         tools: list[Callable] | None = None,
     ):
@@ -194,7 +225,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         configured_max_length = args.max_length
         self._vocab_size = check_models(self.model, teacher, tokenizer, args)
         if args.max_length != configured_max_length:  # lowered to fit the models: prompts must fit the new value
-            recheck_prompt_lengths(train_dataset, eval_dataset, args.max_length)
+            self.train_dataset, self.eval_dataset = recheck_prompt_lengths(
+                self.train_dataset, self.eval_dataset, args.max_length, fitted_length_advice(self.model, teacher, args)
+            )
         if isinstance(self.data_collator, PromptKDDataCollator):
             self.data_collator.max_length = args.max_length  # as lowered to fit the models' positions
         if args.disable_dropout:
@@ -310,9 +343,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         """Phase 2, student-guided prompt tuning: L_prompt + w(t) L_reg over the window, then a prompt step.
 
         L_prompt = KL(P_T^prompt || P_S) with the student's distribution as a fixed target (eval mode, no gradient),
-        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, w(t) = reg_coef (1 - t/T). Official
-        code, block "2. Training Teacher" (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each
-        micro-batch's backward frees its graph before the next; the student's graph is never kept alive here.
+        L_reg = KL(P_T^prompt || P_T) towards the same teacher without prompt, and
+        w(t) = reg_coef * (1 - (global_step + 1) / max_steps). Official code, block "2. Training Teacher"
+        (`teacher_model.backward(teacher_loss); teacher_model.step()`). Each micro-batch's backward frees its graph
+        before the next; the student's graph is never kept alive here.
         """
         for batch in window.batches:
             target = self._student_target(model, batch)
@@ -428,8 +462,10 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
     # ------------------------------------------------------------------ the terms
 
     def _reg_weight(self) -> float:
-        """w(t) = reg_coef * (1 - t / T), t the optimizer step being computed, counted from 1 as the official code's
-        `global_step` (`base_ratio = global_step / total_iters`): it goes from reg_coef * (1 - 1/T) to 0."""
+        """w(t) = reg_coef * (1 - (global_step + 1) / max_steps): `global_step + 1` is the optimizer step being
+        computed, counted from 1 as the official code's `global_step` (gmkim-ai/PromptKD @ 383182f,
+        `train_promptkd.py`: `step, global_step = 1, 1`; `base_ratio = float(global_step) / args.total_iters`). It
+        goes from reg_coef * (1 - 1 / max_steps) at the first step to 0 at the last."""
         if self.args.reg_coef == 0:
             return 0.0
         total = max(self.state.max_steps, 1)
@@ -465,11 +501,9 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         return prompt_loss, reg_loss, weight
 
     def _student_logits(self, model, batch) -> torch.Tensor:
-        k = logits_to_keep(batch) if self._student_keeps_logits else 0
-        kwargs = {"logits_to_keep": k} if k else {}
+        kwargs = {"logits_to_keep": logits_to_keep(batch)} if self._student_keeps_logits else {}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kwargs)
-        logits = logits.logits[:, :-1]
-        return logits if k else logits[:, logits.shape[1] - logits_to_keep(batch) + 1 :]
+        return align_logits(logits.logits, batch)
 
     def _student_target(self, model, batch, logits_with_grad=None) -> torch.Tensor:
         """P_S as the prompt's fixed target: eval mode, no gradient (official code: `model.eval()` in block 1)."""
@@ -491,10 +525,8 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         fn = prompted_teacher_logits if prompted and self.use_prompt else plain_teacher_logits
         self.teacher.train(grad and self._teacher_train_mode)
         try:
-            k = logits_to_keep(batch)
-            keep = k if self._teacher_keeps_logits else 0
-            logits = fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep)
-            return logits[:, logits.shape[1] - k :][:, :-1]
+            keep = logits_to_keep(batch) if self._teacher_keeps_logits else 0
+            return align_logits(fn(self.teacher, batch["input_ids"], batch["attention_mask"], keep), batch)
         finally:
             self.teacher.eval()
 
@@ -543,21 +575,20 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
 
     # ------------------------------------------------------------------ the prompt's optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        scheduler = super().create_scheduler(num_training_steps, optimizer)
-        if self.use_prompt:
-            self._create_prompt_optimizer(num_training_steps)
-        return scheduler
-
-    def _create_prompt_optimizer(self, num_training_steps: int) -> None:
+    def _prompt_optimizer_and_scheduler(self):
+        """The prompt's AdamW and scheduler (`prompt_optimizer`, `prompt_scheduler`), created here and only here, on
+        first use: the first prompt step, or restoring them on resume. In `train()` both happen after the Trainer has
+        set `state.max_steps`, the schedule's length (a `training_step` called outside `train()` gets a schedule of
+        `max(state.max_steps, 1)` steps)."""
         if self.prompt_optimizer is None:
             self.prompt_optimizer, self.prompt_scheduler = create_prompt_optimizer(
-                prompt_parameter(self.teacher), self.args, num_training_steps
+                prompt_parameter(self.teacher), self.args, max(self.state.max_steps, 1)
             )
+        return self.prompt_optimizer, self.prompt_scheduler
 
     def _step_prompt(self, window: Window) -> None:
-        self._create_prompt_optimizer(max(self.state.max_steps, 1))  # no-op once `train()` has created it
-        norm = step_prompt(self.teacher, self.prompt_optimizer, self.prompt_scheduler, self.accelerator, self.args)
+        optimizer, scheduler = self._prompt_optimizer_and_scheduler()
+        norm = step_prompt(self.teacher, optimizer, scheduler, self.accelerator, self.args)
         if norm is not None:
             window.stats["prompt_grad_norm"] = norm
 
@@ -588,28 +619,36 @@ class PromptKDTrainer(PromptCheckpointing, SFTTrainer):
         prompts, completions = list(self._completion_logs["prompt"]), list(self._completion_logs["completion"])
         if not prompts:
             return
-        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         from transformers.utils import is_rich_available
         from trl.trainer.utils import print_prompt_completions_sample
 
         step = self.state.global_step
         if is_rich_available():
             print_prompt_completions_sample(prompts, completions, {}, None, step, self.args.num_completions_to_print)
-        table = pd.DataFrame({"step": [step] * len(prompts), "prompt": prompts, "completion": completions})
-        os.makedirs(os.path.join(self.args.output_dir, "completions"), exist_ok=True)
-        table.to_parquet(os.path.join(self.args.output_dir, "completions", f"completions_{step:05d}.parquet"))
+        path = os.path.join(self.args.output_dir, COMPLETIONS_DIR, f"completions_{step:05d}.parquet")
+        check_writes_inside(self.args.output_dir, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # pyarrow (a dependency of datasets) writes the parquet file; no pandas needed.
+        pq.write_table(pa.table({"step": [step] * len(prompts), "prompt": prompts, "completion": completions}), path)
+        rows = [[step, p, c] for p, c in zip(prompts, completions)]
         if self.args.log_unique_prompts:
-            table = table.drop_duplicates(subset=["prompt"])
+            seen = set()
+            rows = [r for r in rows if not (r[1] in seen or seen.add(r[1]))]
+        columns = ["step", "prompt", "completion"]
         report_to = self.args.report_to or []
+        # Imported only when the user asked for that logger in `report_to` (transformers' integration callbacks
+        # require it installed then), as DistillationTrainer does; neither is a dependency of this package.
         if "wandb" in report_to:
             import wandb
 
             if wandb.run is not None:
-                wandb.log({"completions": wandb.Table(dataframe=table)})
+                wandb.log({"completions": wandb.Table(columns=columns, data=rows)})
         if "trackio" in report_to:
             import trackio
 
-            trackio.log({"completions": trackio.Table(dataframe=table)})
+            trackio.log({"completions": trackio.Table(columns=columns, data=rows)})
 
     def _log_window(self, window: Window) -> None:
         """Append the window's per-term sums (averaged over ranks) to the metrics that `SFTTrainer.log` emits."""

@@ -18,7 +18,8 @@ from accelerate.utils import broadcast_object_list
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.models.utils import unwrap_model_for_generation
 
-from .data import pack_sequences
+from .collation import right_pad_sequences
+from .generation import end_token_ids
 from .teacher import generate_with_prompt
 
 
@@ -45,7 +46,11 @@ class Window:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def position(self, inputs: dict[str, Any]) -> int | None:
-        """Index of `inputs` among the raw micro-batches (the Trainer passes them in order), or `None`."""
+        """Index of `inputs` among the raw micro-batches, or `None` (a call outside `train()`).
+
+        By identity: `Trainer._inner_training_loop` passes `training_step` the very dicts `get_batch_samples` returned
+        (`for i, inputs in enumerate(batch_samples)`), checked on transformers 5.24.0 by `tests/test_sampling.py`.
+        """
         return next((i for i, raw in enumerate(self.raw) if raw is inputs), None)
 
     def add(self, key: str, value: torch.Tensor) -> None:
@@ -66,17 +71,16 @@ def build_generation_config(
 ) -> tuple[GenerationConfig, list[int]]:
     """The sampling config of the pseudo-targets and the token ids that end a sample.
 
-    The tokenizer's EOS comes first: it is the token forced at the length cap. The model's generation config may list
-    more end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the model's form: an int when there is
-    one end token, a list otherwise. `min_p`, `repetition_penalty`, `cache_implementation` and `generation_kwargs`
-    (which overrides the rest) are DistillationConfig's; the config refuses keys that would change the batch layout.
+    The end tokens are [`~promptkd_trainer.generation.end_token_ids`]: the tokenizer's EOS first (the token forced at
+    the length cap), then the model's other end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the
+    model's form: an int when there is one end token, a list otherwise. `min_p`, `repetition_penalty`,
+    `cache_implementation` and `generation_kwargs` (which overrides the rest) are DistillationConfig's; the config
+    refuses keys that would change the batch layout.
 
     Returns:
         `(GenerationConfig, list[int])`: the config, and the end token ids (tokenizer's EOS first).
     """
-    extra = model.generation_config.eos_token_id
-    extra = [extra] if isinstance(extra, int) else list(extra or [])
-    eos = [tokenizer.eos_token_id] + [e for e in extra if e != tokenizer.eos_token_id]
+    eos = end_token_ids(tokenizer, model)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         do_sample=True,
@@ -95,6 +99,14 @@ def build_generation_config(
     return config, eos
 
 
+# The draw's seed packs (seed, step, micro-step) into one integer, mixed-radix: keys are distinct in any run of fewer
+# than 1,000,003 optimizer steps with fewer than 1,009 micro-batches per step (gradient accumulation). Beyond that two
+# micro-batches may share a key: each is still on-policy with probability lmbda, only not independently of the other.
+# Changing either constant changes which micro-batches are on-policy (and so every lmbda < 1 result).
+_STEPS_PER_SEED = 1_000_003
+_MICRO_STEPS_PER_STEP = 1_009
+
+
 def draw_on_policy(lmbda: float, seed: int, step: int, micro_step: int, accelerator) -> bool:
     """Whether micro-batch `micro_step` of optimizer step `step` is on-policy (probability `lmbda`).
 
@@ -103,7 +115,7 @@ def draw_on_policy(lmbda: float, seed: int, step: int, micro_step: int, accelera
     """
     if lmbda >= 1.0:
         return True
-    key = (seed * 1_000_003 + step) * 1_009 + micro_step
+    key = (seed * _STEPS_PER_SEED + step) * _MICRO_STEPS_PER_STEP + micro_step
     draw = [random.Random(key).random() < lmbda]
     if accelerator.num_processes > 1:
         broadcast_object_list(draw, from_process=0)
@@ -147,7 +159,9 @@ def generate(
         was_training = unwrapped.training
         unwrapped.eval()  # official code samples with `model.eval()`
         with torch.no_grad():
-            out = unwrapped.generate(input_ids=prompts, attention_mask=prompt_mask, generation_config=generation_config)
+            out = unwrapped.generate(
+                input_ids=prompts, attention_mask=prompt_mask, generation_config=generation_config
+            )
         unwrapped.train(was_training)
     return out[:, prompts.shape[1] :]
 
@@ -182,7 +196,7 @@ def with_completions(
         completions[hit_cap & ~ends_with_eos, -1] = eos_ids[0]
     prompts = [row[mask.bool()] for row, mask in zip(batch["prompts"], batch["prompt_attention_mask"])]
     comps = [row[:n] for row, n in zip(completions, lengths.tolist())]  # one device sync, not one per row
-    packed = pack_sequences(prompts, comps, pad_token_id, max_length, pad_to_multiple_of=pad_to_multiple_of)
+    packed = right_pad_sequences(prompts, comps, pad_token_id, max_length, pad_to_multiple_of=pad_to_multiple_of)
     out = dict(batch)
     out.update({k: v.to(batch["prompts"].device) for k, v in packed.items()})
     out.pop("logits_to_keep", None)
@@ -241,6 +255,17 @@ def logits_to_keep(batch: dict[str, torch.Tensor]) -> int:
         first = int(torch.where(has_label.any(dim=1), has_label.float().argmax(dim=1), length).min())
         batch["logits_to_keep"] = length - max(first if first < length else 1, 1) + 1
     return batch["logits_to_keep"]
+
+
+def align_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The k - 1 positions the losses read, `[B, k - 1, V]`, from logits over the last k positions or more.
+
+    Student and teacher logits (whether the model computed only the last k = [`logits_to_keep`] positions or all of
+    them) both go through here, so that position i of each predicts the same token: the last k are kept and the
+    final one, which predicts past the sequence, is dropped. [`loss_mask`] marks the completions among them.
+    """
+    k = logits_to_keep(batch)
+    return logits[:, logits.shape[1] - k : -1]
 
 
 def loss_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:

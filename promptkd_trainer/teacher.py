@@ -26,7 +26,7 @@ logger = logging.get_logger(__name__)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def _has_tokenizer(name_or_path: str | None) -> bool:
+def has_tokenizer(name_or_path: str | None) -> bool:
     """Whether `AutoTokenizer.from_pretrained(name_or_path)` can load a tokenizer from this local directory.
 
     A bare `vocab.json` + `merges.txt` (e.g. a copied GPT-2 vocabulary) is not enough for AutoTokenizer.
@@ -74,8 +74,9 @@ def build_prompted_teacher(
         cfg = teacher.active_peft_config
         if not isinstance(cfg, PromptTuningConfig):
             raise ValueError(
-                f"The teacher carries a {type(cfg).__name__} adapter; PromptKD needs a prompt-tuning adapter. Merge it "
-                "(`teacher.merge_and_unload()`) and pass the plain model, or pass a model with a PromptTuningConfig."
+                f"The teacher carries a {type(cfg).__name__} adapter; PromptKD needs a prompt-tuning adapter. Merge "
+                "it (`teacher.merge_and_unload()`) and pass the plain model, or pass a model with a "
+                "PromptTuningConfig."
             )
         if cfg.num_virtual_tokens != num_virtual_tokens:
             raise ValueError(
@@ -96,7 +97,7 @@ def build_prompted_teacher(
             # PEFT's TEXT init loads the tokenizer from a path; prefer the teacher's own (official code uses the
             # teacher's tokenizer), else the trainer's processing class, which shares the vocabulary.
             candidates = (getattr(teacher, "name_or_path", None), getattr(tokenizer, "name_or_path", None))
-            tok_path = next((c for c in candidates if _has_tokenizer(c)), None)
+            tok_path = next((c for c in candidates if has_tokenizer(c)), None)
             peft_config = PromptTuningConfig(
                 task_type=TaskType.CAUSAL_LM,
                 num_virtual_tokens=num_virtual_tokens,
@@ -140,9 +141,15 @@ def prepend_prompt(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input embeddings `[prompt; embed(input_ids)]` and the attention mask extended by the virtual tokens.
 
-    Identical to what PEFT's prompt-tuning forward feeds the base model (`tests/test_trainer.py` checks the logits),
-    without PEFT's forward, which drops `position_ids` with a warning on every call (peft 0.21,
-    `PeftModelForCausalLM.forward`): kept hand-written for that reason.
+    Identical to what PEFT's prompt-tuning forward feeds the base model (`tests/test_trainer.py` checks the logits).
+    It is written here for generation: `PeftModel.generate` with the KV cache on re-inserts the virtual tokens at
+    every decoding step on transformers 5.x + peft 0.21 (checked on transformers 5.24.0, peft 0.21.2). transformers
+    5 passes the cache to `prepare_inputs_for_generation` as `cache`, while PEFT's
+    `PeftModelForCausalLM.prepare_inputs_for_generation` looks for `past_key_values`, finds none and injects the
+    prompt again, so each step feeds `num_virtual_tokens + 1` positions. The same symptom (correct output only with
+    `use_cache=False`) was reported on transformers 4.x as huggingface/peft#1391 and huggingface/peft#2123.
+    [`generate_with_prompt`] and the training forwards share this function so that the prompted teacher is sampled
+    and scored on the same inputs.
     """
     base = prompted.get_base_model()
     embeds = base.get_input_embeddings()(input_ids)
@@ -196,7 +203,7 @@ def generate_with_prompt(
     """Sample from the prompted teacher with the KV cache on; returns only the new tokens `[B, N]`.
 
     `PeftModel.generate` is wrong for prompt tuning on transformers 5.x + peft 0.21 when the cache is on: the virtual
-    tokens are re-inserted at every decoding step (the package's test
+    tokens are re-inserted at every decoding step (see [`prepend_prompt`]; the package's test
     `test_prompted_generation_matches_no_cache_reference` shows it). Calling the base model's `generate` with the
     prompt already prepended as input embeddings is correct and keeps the cache. Left-padded prompts are fine here:
     `generate` derives positions from the attention mask.
@@ -272,6 +279,26 @@ def has_active_dropout(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
+def check_can_carry_prompt(teacher) -> None:
+    """Refuse, with the trainer's "not causal" error, a teacher that PEFT's causal-LM prompt wrapper cannot take.
+
+    A model without `prepare_inputs_for_generation` (an encoder such as `BertForMaskedLM` passed as an object; from a
+    folder, `AutoModelForCausalLM` loads a `BertLMHeadModel`, which has it) would otherwise fail inside
+    `get_peft_model` with a bare `AttributeError`.
+    """
+    base = base_model(teacher)
+    if hasattr(base, "prepare_inputs_for_generation"):
+        return
+    from .checks import check_causal  # checks.py imports this module
+
+    check_causal(base, "teacher")
+    raise ValueError(
+        f"The teacher ({type(base).__name__}) cannot generate (it has no `prepare_inputs_for_generation`). PromptKD "
+        "needs causal decoder-only language models (GPT-2, OPT, Llama, Qwen, ...) as teacher, loaded with "
+        "`AutoModelForCausalLM`."
+    )
+
+
 def prepare_teacher(teacher, tokenizer: PreTrainedTokenizerBase, args, accelerator):
     """Frozen teacher with its soft prompt, placed (or ZeRO-3 partitioned) and set up for the prompt's backward.
 
@@ -287,6 +314,7 @@ def prepare_teacher(teacher, tokenizer: PreTrainedTokenizerBase, args, accelerat
     if args.disable_dropout:
         disable_dropout_in_model(teacher)
     if args.num_virtual_tokens > 0:
+        check_can_carry_prompt(teacher)
         teacher = build_prompted_teacher(teacher, tokenizer, args.num_virtual_tokens, args.prompt_init_text)
     elif isinstance(teacher, PeftModel):
         raise ValueError("`num_virtual_tokens=0` turns the prompt off; pass the teacher without its adapter.")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test suite, as CI runs it: installs into .venv if needed, then runs pytest (distributed tests included),
+# The test suite, as CI runs it: installs into .venv if needed, then runs ruff and pytest (distributed tests included),
 # then, without arguments, the core tests again against the lowest supported versions (constraints/min.txt, in
 # .venv-min; MIN_VERSIONS=0 skips them), and builds the docs in strict mode. Offline: nothing is fetched from the
 # Hugging Face Hub.
@@ -25,6 +25,7 @@ export TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # DeepSpeed JIT-builds its CPU communication op on first use (~30 s); keep it with the venv.
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/.venv/torch_extensions}
+.venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
 if [[ "$run_min" == 1 ]]; then
   echo "== core tests against the minimum supported versions (constraints/min.txt, .venv-min) =="

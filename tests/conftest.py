@@ -26,6 +26,20 @@ import torch  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Tolerances (keyword sets for `torch.testing.assert_close`), named by why two results may differ at all. float32's
+# machine epsilon is 1.2e-7, float64's 2.2e-16; the test vocabularies hold 50 to a few hundred tokens.
+# One float32 value computed two ways (another summation order, chunks, TRL's formula, a row batched or alone): a few
+# ulp per term, accumulated over a vocabulary-wide sum.
+SAME_MATH_FP32 = dict(rtol=1e-5, atol=1e-6)
+# Gradients of such a value: softmax(a) - softmax(b) cancels leading digits, so about one more decade is lost.
+GRADIENTS_FP32 = dict(rtol=1e-4, atol=1e-7)
+# float64 against a float64 reference: any gap beyond rounding is a formula error.
+SAME_MATH_FP64 = dict(rtol=1e-10, atol=1e-12)
+GRADIENTS_FP64 = dict(rtol=1e-8, atol=1e-12)
+# Parameters after a few optimizer steps whose float32 losses differed only by reordering (batch 4 x accumulation 1
+# vs 1 x 4, one rank vs two): AdamW divides by sqrt(v), which magnifies relative differences of small gradients.
+AFTER_STEPS_FP32 = dict(rtol=1e-4, atol=1e-6)
+
 WORDS = (
     "the a cat dog sat on mat ran fast slow red blue green big small tree house river sun moon star book read write "
     "question answer summary text short long model teacher student learns suppose you are add two three four five"

@@ -12,7 +12,7 @@ and each run:
     {"name": str, "order": "paper" | "joint", "max_steps": int, "save_steps": int | null, "batch_size": int,
      "grad_accum": int, "lmbda": float, "seq_kd": bool, "generation": "fake" | "real", "string_models": bool,
      "resume_from": <checkpoint dir> | null, "kill_at_step": int | null, "flip_rank1_draws": bool,
-     "greedy_check": bool, "teacher_gc": bool}
+     "greedy_check": bool, "teacher_gc": bool, "stop_rank1_at_step": int | null, "ddp_timeout": int}
 
 `generation="fake"` trains on deterministic completions that depend only on each prompt's tokens (the idea of
 `fake_generation` in test_trainer.py), so that a 2-rank run and a single-process run with the same global batch see
@@ -22,7 +22,8 @@ on-policy micro-step and its output is discarded. `generation="real"` trains on 
 Each run writes, per rank, `<out>/<name>/rank<R>.json` (logs, draws, token counts, teacher partition sizes, ...) and
 `<out>/<name>/params_rank<R>.pt` (the full student state and the prompt, gathered under ZeRO-3); `kill_at_step`
 writes its process id to `<out>/<name>/killpoint_rank<R>` after that step and then waits to be killed (SIGKILL from
-the test; torchrun starts each rank in its own session, so the ranks are killed by id).
+the test; torchrun starts each rank in its own session, so the ranks are killed by id). `stop_rank1_at_step` makes
+rank 1 write the time to `<out>/<name>/stalled` after that step and SIGSTOP itself: a rank that stops answering.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -102,6 +104,7 @@ def run_config(out_dir: str, backend: str, run: dict):
         disable_tqdm=True,
         seed=0,
         deepspeed=None if backend == "ddp" else str(DEEPSPEED_CONFIGS / f"{backend}.json"),
+        **({"ddp_timeout": run["ddp_timeout"]} if "ddp_timeout" in run else {}),
     )
 
 
@@ -219,6 +222,9 @@ def train_one(spec: dict, run: dict) -> None:
                 "prompt": _hash([prompt_parameter(trainer.teacher)]),
                 "student": _hash([student[k] for k in sorted(student)]),
             })
+            if state.global_step == run.get("stop_rank1_at_step") and rank == 1:
+                (out / "stalled").write_text(str(time.time()))
+                os.kill(os.getpid(), signal.SIGSTOP)  # a stalled rank: alive, never answering
             if state.global_step == run.get("kill_at_step"):
                 (out / f"killpoint_rank{rank}").write_text(str(os.getpid()))
                 while True:  # the test SIGKILLs the whole launch now
@@ -250,7 +256,10 @@ def train_one(spec: dict, run: dict) -> None:
 
     trainer.save_model(str(out / "final"))
     torch.save(
-        {"student": _gathered_state(trainer.model), "prompt": prompt_parameter(trainer.teacher).detach().clone().cpu()},
+        {
+            "student": _gathered_state(trainer.model),
+            "prompt": prompt_parameter(trainer.teacher).detach().clone().cpu(),
+        },
         out / f"params_rank{rank}.pt",
     )
     (out / f"rank{rank}.json").write_text(json.dumps(result, default=float))

@@ -25,7 +25,7 @@ from promptkd_trainer.checkpointing import (
 from promptkd_trainer.teacher import build_prompted_teacher, prompt_parameter
 
 
-# ------------------------------------------------------------------------------------------- item 11: reloadable
+# ------------------------------------------------------------------------------------ the saved prompt reloads
 
 
 @pytest.mark.parametrize("tokenizer_on_disk", [False, True])
@@ -40,7 +40,9 @@ def test_saved_prompt_reloads_with_from_pretrained(tiny_dir, tmp_path, tokenizer
         tok.name_or_path = ""  # as a tokenizer built in memory
         teacher.name_or_path = ""
         teacher.config._name_or_path = ""
-    prompted = build_prompted_teacher(teacher, tok, num_virtual_tokens=7, prompt_init_text="Suppose you are a student.")
+    prompted = build_prompted_teacher(
+        teacher, tok, num_virtual_tokens=7, prompt_init_text="Suppose you are a student."
+    )
     ids = (tok("Suppose you are a student.")["input_ids"] * 7)[:7]
     torch.testing.assert_close(prompt_parameter(prompted), teacher.get_input_embeddings().weight[ids].float())
     save_prompt(prompted, str(tmp_path / "out"))
@@ -53,7 +55,7 @@ def test_saved_prompt_reloads_with_from_pretrained(tiny_dir, tmp_path, tokenizer
     assert saved["prompt_tuning_init"] == "RANDOM" and saved["prompt_tuning_init_text"] == "Suppose you are a student."
 
 
-# ------------------------------------------------------------------------------------------- items 12, 13: resume
+# ---------------------------------------------------------------------------------------------------------- resume
 
 RESUME = dict(max_steps=6, save_strategy="steps", save_steps=2, learning_rate=1e-3)
 
@@ -181,7 +183,7 @@ def test_resume_true_without_complete_checkpoint_says_what_to_do(tmp_path):
     assert last_complete_checkpoint(str(tmp_path / "none")) == (None, [])
 
 
-# ------------------------------------------------------------------------------------------- item 14: eval check
+# -------------------------------------------------------------------------- the eval-time check of prompt vs teacher
 
 
 def test_check_prompt_matches_teacher(tiny_dir, tmp_path, tokenizer):
@@ -223,7 +225,7 @@ def test_check_prompt_matches_teacher(tiny_dir, tmp_path, tokenizer):
         check_prompt_matches_teacher(other_size, adapter)
 
 
-# ------------------------------------------------------------------------------------------- item 21: precision
+# ------------------------------------------------------------------------------------------------------- precision
 
 
 def test_prompt_master_weights_stay_fp32(tiny_dir, tmp_path, tokenizer):
@@ -330,7 +332,7 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     assert "bf16 paper on cpu, 2 steps: ok" in capsys.readouterr().out
 
 
-# ------------------------------------------------------------------------------------------- item 23: card, logs
+# ------------------------------------------------------------------------------------------- model card, logs
 
 
 def test_model_card_mentions_teacher_and_prompt(tiny_dir, tmp_path):

@@ -148,14 +148,15 @@ def write_split_dir(path: Path, sizes: dict[str, int]) -> Path:
     rng = random.Random(0)
     for split, n in sizes.items():
         rows = [
-            {"prompt": f"Question: {words(rng, 2, 6)}\nAnswer:", "completion": f" {words(rng, 1, 3)}"} for _ in range(n)
+            {"prompt": f"Question: {words(rng, 2, 6)}\nAnswer:", "completion": f" {words(rng, 1, 3)}"}
+            for _ in range(n)
         ]
         (path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
 def test_train_accepts_a_trl_gkd_yaml_with_a_lora_student(tiny_dir, tmp_path):
-    """A YAML written for TRL's gkd.py (ScriptArguments + ModelConfig keys) trains a LoRA student (issue 10, item 8)."""
+    """A YAML written for TRL's gkd.py (ScriptArguments + ModelConfig keys) trains a LoRA student."""
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file

@@ -1,7 +1,9 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
 """`PromptKDConfig` validation and the contract of its defaults with TRL's GKDConfig and DistillationConfig."""
 
+import dataclasses
 import logging
+import warnings
 
 import pytest
 from trl.experimental.gkd import GKDConfig
@@ -284,9 +286,9 @@ def test_readme_states_the_differing_defaults_where_it_claims_trl_compatibility(
 
 def test_bf16_default_follows_transformers_availability_check(monkeypatch):
     """bf16=None resolves through transformers' is_torch_bf16_gpu_available (the check TrainingArguments uses)."""
-    import promptkd_trainer.promptkd_config as module
-
     import transformers.training_args
+
+    import promptkd_trainer.promptkd_config as module
 
     monkeypatch.setattr(module, "is_torch_bf16_gpu_available", lambda: False)
     assert PromptKDConfig("out", report_to="none").bf16 is False
@@ -296,3 +298,31 @@ def test_bf16_default_follows_transformers_availability_check(monkeypatch):
     assert PromptKDConfig("out", report_to="none").bf16 is True
     assert make().bf16 is False  # use_cpu=True wins
     assert PromptKDConfig("out", report_to="none", bf16=False).bf16 is False  # an explicit value is kept
+
+
+
+def _checkpointing_warnings(build, **kwargs) -> tuple[PromptKDConfig, list[str]]:
+    """`build(**kwargs)` and the checkpointing FutureWarnings it raised (setup.cfg's filter bypassed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = build(**kwargs)
+    messages = [str(w.message) for w in caught if w.category is FutureWarning]
+    return config, [m for m in messages if "checkpointing" in m]
+
+
+def test_default_config_raises_no_checkpointing_future_warning():
+    """TRL's default (checkpointing on) is kept, under the name this transformers reads without a deprecation
+    warning; a user who sets the old name still hears of the deprecation from transformers."""
+    config, caught = _checkpointing_warnings(make)
+    assert caught == []
+    assert config.gradient_checkpointing is True  # TRL's SFTConfig default
+    renamed = hasattr(config, "activation_checkpointing")  # transformers releases that renamed the field
+    if renamed:
+        assert config.activation_checkpointing is True
+        off, caught = _checkpointing_warnings(make, activation_checkpointing=False)
+        assert caught == [] and off.gradient_checkpointing is False and off.activation_checkpointing is False
+    off, caught = _checkpointing_warnings(make, gradient_checkpointing=False)
+    assert off.gradient_checkpointing is False and len(caught) == int(renamed)
+    # A copy of the args (`dataclasses.replace`, as accelerate and TRL make them) neither warns nor changes it.
+    copy, caught = _checkpointing_warnings(lambda: dataclasses.replace(config))
+    assert caught == [] and copy.gradient_checkpointing is True

@@ -1,19 +1,13 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`promptkd_trainer.data`: formatting functions, streamed datasets, completion checks over every row, collation
-(issue 10, items 6, 18 and 19, data side)."""
+"""`promptkd_trainer.data` and `.collation`: formatting functions, streamed datasets, completion checks over every
+row, collation."""
 
 import pytest
 import torch
 from datasets import Dataset, IterableDataset
 
-from promptkd_trainer.data import (
-    PromptKDDataCollator,
-    apply_formatting_func,
-    check_completions,
-    empty_completion_rows,
-    pack_sequences,
-    prepare_dataset,
-)
+from promptkd_trainer.collation import PromptKDDataCollator, right_pad_sequences
+from promptkd_trainer.data import apply_formatting_func, check_completions, empty_completion_rows, prepare_dataset
 
 
 RAW = [
@@ -42,7 +36,9 @@ def test_formatting_func_text_keeps_a_string_completion(tokenizer):
     rows = [{"question": "add two three", "completion": " five"}]
     out = apply_formatting_func(Dataset.from_list(rows), lambda r: f"Q: {r['question']}\nA:")
     assert out.to_list() == [{"prompt": "Q: add two three\nA:", "completion": " five"}]
-    tokenized = prepare_dataset(Dataset.from_list(rows), tokenizer, 64, formatting_func=lambda r: f"Q: {r['question']}")
+    tokenized = prepare_dataset(
+        Dataset.from_list(rows), tokenizer, 64, formatting_func=lambda r: f"Q: {r['question']}"
+    )
     eos = tokenizer.eos_token_id
     assert tokenized[0]["completion_ids"] == tokenizer(" five", add_special_tokens=False)["input_ids"] + [eos]
 
@@ -120,7 +116,8 @@ def test_streamed_over_long_prompt_raises_instead_of_training_on_nothing(tokeniz
     n_long = len(tokenizer(rows[1]["prompt"])["input_ids"])
     assert n_long >= 32
     prepared = prepare_dataset(streamed, tokenizer, 32)
-    with pytest.raises(ValueError, match=rf"Row 1 of the train dataset has a prompt of {n_long} tokens.*max_length=32"):
+    match = rf"Row 1 of the train dataset has a prompt of {n_long} tokens.*max_length=32"
+    with pytest.raises(ValueError, match=match):
         list(prepared)
     assert len(list(prepare_dataset(streamed, tokenizer, n_long + 1))) == 2  # room left: accepted
 
@@ -189,7 +186,7 @@ def test_collator_pads_prompts_left_and_sequences_right():
     assert all(v.dtype == torch.long for v in batch.values())
 
 
-def test_pack_sequences_keeps_the_device_and_takes_tensors_or_lists():
-    out = pack_sequences([torch.tensor([5, 6]), [7]], [torch.tensor([8]), []], pad_id=0)
+def test_right_pad_sequences_takes_tensors_or_lists():
+    out = right_pad_sequences([torch.tensor([5, 6]), [7]], [torch.tensor([8]), []], pad_id=0)
     assert out["input_ids"].tolist() == [[5, 6, 8], [7, 0, 0]]
     assert out["labels"].tolist() == [[-100, -100, 8], [-100, -100, -100]]

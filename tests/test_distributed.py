@@ -64,7 +64,8 @@ def _env() -> dict[str, str]:
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1",
         TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
     )
-    # DeepSpeed JIT-builds its shm_comm op (~30 s) on first use; keep one build per virtualenv, as scripts/test.sh does.
+    # DeepSpeed JIT-builds its shm_comm op (~30 s) on first use; keep one build per virtualenv, as scripts/test.sh
+    # does.
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
     return env
 

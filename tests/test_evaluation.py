@@ -5,14 +5,16 @@
 import argparse
 import json
 import logging
+import math
 
 import pytest
 import torch
-from conftest import SHARED_DATA, load
+from conftest import SAME_MATH_FP32, SHARED_DATA, load
 from datasets import Dataset
 from rouge_score import rouge_scorer
 from transformers import Trainer, TrainingArguments, default_data_collator
 
+from promptkd_trainer.checkpointing import load_prompt_adapter, save_prompt
 from promptkd_trainer.eval_cli import add_eval_arguments, format_table, run_eval
 from promptkd_trainer.evaluation import (
     EVAL_SETS,
@@ -21,12 +23,15 @@ from promptkd_trainer.evaluation import (
     compute_rouge_l,
     evaluate_model,
     exact_match,
+    exposure_bias,
     generate_answers,
     load_eval_set,
     mean_std,
     paper_generation_kwargs,
+    response_kls,
     rouge_l,
 )
+from promptkd_trainer.generation import generate_completions
 from promptkd_trainer.teacher import build_prompted_teacher
 
 
@@ -34,8 +39,23 @@ MINILLM = SHARED_DATA / "minillm"
 needs_data = pytest.mark.skipif(not (MINILLM / "dolly" / "valid.jsonl").exists(), reason="../shared/data is absent")
 PROMPTS = ["the cat sat on", "question answer the", "a big red house by the river and", "suppose you are"]
 
+# Tolerances as `pytest.approx` takes them (`rel`, `abs`), each named by why the two sides may differ at all.
+# One float32 value computed two ways (a padded batch vs one unpadded sequence, the package's vectorized running sums
+# vs the loop here): conftest's SAME_MATH_FP32. Measured: at most 3.3e-7 relative (KLs of about 3).
+APPROX_SAME_MATH_FP32 = dict(rel=SAME_MATH_FP32["rtol"], abs=SAME_MATH_FP32["atol"])
+# ExAccErr = (R(l) - E(l)) / E(l) x 100 of two such sums: the difference cancels leading digits (it multiplies their
+# relative error by (R + E) / |R - E|, about 25 here, where R and E are 8 % apart) and x100 makes it percent points.
+# Measured: 7e-6 absolute, 9e-7 relative.
+APPROX_EXACCERR_FP32 = dict(rel=1e-4, abs=1e-4)
+# Two copies of the same weights on the same inputs run the same kernels, so each KL between them is zero up to
+# rounding; a real gap between two models is orders of magnitude above this. Measured: exactly 0.
+SAME_WEIGHTS_KL = 1e-9
+# `promptkd eval` against the function on the same models, prompts, seed and decoding, in one process: the same
+# operations on separately loaded copies. Measured: equal; the bound is float32 rounding, below SAME_MATH_FP32.
+APPROX_SAME_RUN = dict(rel=1e-6)
 
-# --- metrics ----------------------------------------------------------------------------------------------------------
+
+# --- metrics ---------------------------------------------------------------------------------------------------------
 
 
 def test_rouge_l_hand_computed():
@@ -81,7 +101,7 @@ def test_paper_generation_kwargs():
     }
 
 
-# --- evaluation sets --------------------------------------------------------------------------------------------------
+# --- evaluation sets -------------------------------------------------------------------------------------------------
 
 
 @needs_data
@@ -113,7 +133,7 @@ def test_load_eval_set_errors_and_alias(tmp_path):
     assert set(EVAL_SETS) == {"dolly", "self_inst", "vicuna", "sinst", "uinst"}
 
 
-# --- generation -------------------------------------------------------------------------------------------------------
+# --- generation ------------------------------------------------------------------------------------------------------
 
 
 def _greedy_full_recompute(forward, tokenizer, prompt, max_new_tokens):
@@ -157,7 +177,8 @@ def test_generate_answers_restores_mode_and_truncates_long_prompts(tiny_dir, tok
 
 
 def _peft_generate_no_cache(prompted, tokenizer, prompt, max_new_tokens, **kwargs):
-    """Reference: `PeftModel.generate` with `use_cache=False` (a full PEFT forward per token; correct on this stack)."""
+    """Reference: `PeftModel.generate` with `use_cache=False` (one full PEFT forward per token; correct on this stack).
+    """
     x = tokenizer(prompt, return_tensors="pt")
     out = prompted.generate(
         **x,
@@ -221,7 +242,7 @@ def test_evaluate_model(tiny_dir, tokenizer):
     assert res["num_examples"] == 4 and "exact_match_mean" in res and "greedy_exact_match" in res
 
 
-# --- callback ---------------------------------------------------------------------------------------------------------
+# --- callback --------------------------------------------------------------------------------------------------------
 
 
 def _train(tiny_dir, tokenizer, tmp_path, callback, max_steps=3, **extra):
@@ -240,7 +261,7 @@ def _train(tiny_dir, tokenizer, tmp_path, callback, max_steps=3, **extra):
         output_dir=str(tmp_path),
         max_steps=max_steps,
         per_device_train_batch_size=4,
-        learning_rate=5e-2,
+        learning_rate=5e-2,  # large, so that a step changes the greedy answers and the score
         report_to="none",
         use_cpu=True,
         logging_steps=1,
@@ -323,7 +344,7 @@ def test_callback_every_without_trainer_evaluation(tiny_dir, tokenizer, tmp_path
         RougeEvalCallback([], tokenizer)
 
 
-# --- promptkd eval ----------------------------------------------------------------------------------------------------
+# --- promptkd eval ---------------------------------------------------------------------------------------------------
 
 
 def _parse(argv):
@@ -437,3 +458,191 @@ def test_run_eval_refuses_a_prompt_trained_for_another_teacher(tiny_dir, tokeniz
         run_eval(_parse(["--teacher", str(tiny_dir / "gpt2-student"), *common]))
     scores = run_eval(_parse(["--teacher", str(tiny_dir / "gpt2-teacher"), *common]))
     assert scores["sets"]["uinst"]["num_examples"] == 1
+
+
+# --- exposure bias (ExAccErr) ----------------------------------------------------------------------------------------
+
+
+def _eos_prone(model, tokenizer, shift=6.0):
+    """Add about `shift` to the EOS logit of a GPT-2 (its final LayerNorm bias, along the EOS embedding), so that
+    samples end at different lengths and the average over the samples that reach a position is exercised."""
+    with torch.no_grad():
+        w = model.transformer.wte.weight[tokenizer.eos_token_id]
+        model.transformer.ln_f.bias += shift * w / w.norm() ** 2
+    return model
+
+
+def _kl_by_hand(teacher_logits, student_logits, start, count):
+    """KL(P_T || P_S) at positions start .. start + count - 1, one position and one vocabulary entry at a time."""
+    out = []
+    for pos in range(start, start + count):
+        p = torch.softmax(teacher_logits[pos].double(), -1)
+        q = torch.softmax(student_logits[pos].double(), -1)
+        out.append(sum(float(p[v] * (p[v].log() - q[v].log())) for v in range(p.shape[0]) if p[v] > 0))
+    return out
+
+
+def _forward(model, ids, n_virtual=0):
+    """Logits of one unpadded sequence, `[L, V]`; a prompted teacher through PEFT's own forward."""
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, n_virtual:]
+
+
+@pytest.mark.filterwarnings("ignore:Position ids are not supported")
+@pytest.mark.parametrize("prompted", [False, True])
+def test_response_kls_by_hand_on_fixed_sequences(tiny_dir, tokenizer, prompted):
+    teacher, student = load(tiny_dir, "gpt2-teacher"), load(tiny_dir, "gpt2-student")
+    n_virtual = 0
+    if prompted:
+        teacher = build_prompted_teacher(teacher, tokenizer, num_virtual_tokens=3)
+        n_virtual = 3
+    eos = tokenizer.eos_token_id
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    completions = [[20, 21, 22], [30, eos], [eos], [40, 41, 42, 43, 44]]
+    kls = response_kls(teacher, student, tokenizer, prompts, completions, batch_size=3)
+    # Counted: the distributions after each response token that is not EOS (official alignment and mask).
+    assert [len(k) for k in kls] == [3, 1, 0, 5]
+    for p, c, kl in zip(prompts, completions, kls):
+        seq = p + c
+        expected = _kl_by_hand(_forward(teacher, seq, n_virtual), _forward(student, seq), len(p), len(kl))
+        assert kl.tolist() == pytest.approx(expected, **APPROX_SAME_MATH_FP32)
+        assert all(v > 0 for v in expected)
+
+
+def test_exposure_bias_matches_hand_computation(tiny_dir, tokenizer):
+    teacher = _eos_prone(load(tiny_dir, "gpt2-teacher"), tokenizer)
+    student = _eos_prone(load(tiny_dir, "gpt2-student"), tokenizer)
+    n_new, seed, lengths = 6, 3, [1, 2, 4, 6]
+    res = exposure_bias(
+        teacher, student, tokenizer, PROMPTS, max_new_tokens=n_new, lengths=lengths, num_samples=2, batch_size=2,
+        seed=seed, show_progress=False, keep_per_prompt=True,
+    )
+    # The official sampling: the papers' decoding (temperature 1, top-k 0, top-p 1, no 6-gram repeats).
+    assert res.generation_kwargs == {**paper_generation_kwargs(), "max_new_tokens": n_new}
+    encoded = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    decoding = {**paper_generation_kwargs(), "max_new_tokens": n_new}
+    curves, lengths_seen = {}, set()
+    for name, sampler in (("student", student), ("teacher", teacher)):
+        # The samples exposure_bias draws: sample k of each model with seed + k.
+        samples = [generate_completions(sampler, tokenizer, encoded, batch_size=2, seed=seed + k, **decoding)
+                   for k in range(2)]
+        per_prompt = []
+        for i, p in enumerate(encoded):
+            per_sample = []
+            for comps in samples:
+                c = comps[i]
+                lengths_seen.add(len(c))
+                counted = len(c) - (c[-1] == tokenizer.eos_token_id)
+                per_sample.append(_kl_by_hand(_forward(teacher, p + c), _forward(student, p + c), len(p), counted))
+            running, cumulative = 0.0, []
+            for j in range(n_new):  # mean over the samples that reach position j, then the running sum
+                reached = [kl[j] for kl in per_sample if len(kl) > j]
+                running += sum(reached) / len(reached) if reached else 0.0
+                cumulative.append(running)
+            per_prompt.append([cumulative[n - 1] for n in lengths])
+        curves[name] = per_prompt
+    assert len(lengths_seen) > 2  # samples of several lengths, some ended by EOS
+    mean_r = [sum(row[i] for row in curves["student"]) / len(PROMPTS) for i in range(len(lengths))]
+    mean_e = [sum(row[i] for row in curves["teacher"]) / len(PROMPTS) for i in range(len(lengths))]
+    assert res.per_prompt_student == [pytest.approx(row, **APPROX_SAME_MATH_FP32) for row in curves["student"]]
+    assert res.per_prompt_teacher == [pytest.approx(row, **APPROX_SAME_MATH_FP32) for row in curves["teacher"]]
+    assert res.regret_student_samples == pytest.approx(mean_r, **APPROX_SAME_MATH_FP32)
+    assert res.regret_teacher_samples == pytest.approx(mean_e, **APPROX_SAME_MATH_FP32)
+    expected_exaccerr = [(r - e) / e * 100 for r, e in zip(mean_r, mean_e)]
+    assert res.exaccerr == pytest.approx(expected_exaccerr, **APPROX_EXACCERR_FP32)
+    assert res.lengths == lengths and res.num_prompts == 4 and res.num_samples == 2
+    assert json.loads(json.dumps(res.to_dict()))["exaccerr"] == pytest.approx(res.exaccerr)
+
+
+def test_exposure_bias_is_zero_when_the_student_is_the_teacher(tiny_dir, tokenizer):
+    teacher = load(tiny_dir, "gpt2-teacher")
+    same = load(tiny_dir, "gpt2-teacher")  # another copy of the same weights
+    res = exposure_bias(teacher, same, tokenizer, PROMPTS, max_new_tokens=5, show_progress=False)
+    assert res.lengths == [1, 2, 3, 4, 5]
+    assert max(map(abs, res.regret_student_samples + res.regret_teacher_samples)) < SAME_WEIGHTS_KL
+    assert all(math.isnan(v) for v in res.exaccerr)  # E(l) = 0: the ratio is undefined
+    other = exposure_bias(teacher, load(tiny_dir, "gpt2-student"), tokenizer, PROMPTS, max_new_tokens=5,
+                          show_progress=False)
+    # Cumulative sums of KLs: positive and non-decreasing in l.
+    for curve in (other.regret_student_samples, other.regret_teacher_samples):
+        assert curve[0] > 0 and all(b >= a for a, b in zip(curve, curve[1:]))
+    with pytest.raises(ValueError, match="lengths"):
+        exposure_bias(teacher, same, tokenizer, PROMPTS, max_new_tokens=5, lengths=[6])
+
+
+def _tiny_eval_dir(tmp_path):
+    """A MiniLLM-style data directory with a 3-row `dolly/valid.jsonl`."""
+    (tmp_path / "data" / "dolly").mkdir(parents=True)
+    rows = [{"instruction": p, "output": "the cat sat on the mat"} for p in PROMPTS[:3]]
+    (tmp_path / "data" / "dolly" / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / "data"
+
+
+@pytest.mark.filterwarnings("ignore:Position ids are not supported")
+def test_promptkd_eval_exposure_bias(tiny_dir, tokenizer, tmp_path, capsys):
+    from promptkd_trainer import cli
+
+    data = _tiny_eval_dir(tmp_path)
+    prompted = build_prompted_teacher(load(tiny_dir, "gpt2-teacher"), tokenizer, num_virtual_tokens=4)
+    save_prompt(prompted, str(tmp_path))  # with the teacher's identity, checked when it is loaded
+    out = tmp_path / "eb"
+    cli.main([
+        "eval", "--exposure_bias", "--model", str(tiny_dir / "gpt2-student"),
+        "--teacher", str(tiny_dir / "gpt2-teacher"), "--teacher_prompt", str(tmp_path / "teacher_prompt"),
+        "--data_dir", str(data), "--sets", "dolly", "--seeds", "7",
+        "--max_new_tokens", "5", "--exposure_bias_samples", "2", "--batch_size", "2", "--output_dir", str(out),
+        "--disable_tqdm",
+    ])
+    saved = json.loads((out / "scores.json").read_text())
+    eb = saved["sets"]["dolly"]["exposure_bias"]
+    # The same numbers as the function, on the prompted teacher and the same prompts, seed and decoding.
+    expected = exposure_bias(
+        load_prompt_adapter(load(tiny_dir, "gpt2-teacher"), str(tmp_path / "teacher_prompt")),
+        load(tiny_dir, "gpt2-student"), tokenizer, [ex["prompt"] for ex in load_eval_set(data, "dolly")],
+        max_new_tokens=5, num_samples=2, batch_size=2, seed=7, show_progress=False,
+    )
+    assert eb["lengths"] == [1, 2, 3, 4, 5] and eb["num_samples"] == 2 and eb["seed"] == 7
+    assert eb["exaccerr"] == pytest.approx(expected.exaccerr, **APPROX_SAME_RUN)
+    assert eb["regret_student_samples"] == pytest.approx(expected.regret_student_samples, **APPROX_SAME_RUN)
+    printed = capsys.readouterr()
+    assert "ExAccErr" in printed.out and f"{eb['exaccerr'][-1]:.2f}" in printed.out
+    assert "exposure bias" not in printed.err  # --disable_tqdm: no bar
+    assert saved["sets"]["dolly"]["num_examples"] == 3 and saved["teacher_prompt"] == str(tmp_path / "teacher_prompt")
+    with pytest.raises(ValueError, match="--model and --teacher"):
+        cli.main(["eval", "--exposure_bias", "--model", str(tiny_dir / "gpt2-student"), "--data_dir", str(data)])
+
+
+# --- progress bars ---------------------------------------------------------------------------------------------------
+
+
+def test_progress_bars_show_per_set_and_seed_and_disable_tqdm_silences_them(tiny_dir, tokenizer, tmp_path, capsys):
+    from transformers import TrainerState
+
+    model = load(tiny_dir, "gpt2-student")
+    evaluate_model(model, tokenizer, EXAMPLES, seeds=(10, 20), greedy=True, generation_kwargs={"max_new_tokens": 3},
+                   progress_desc="dolly")
+    err = capsys.readouterr().err
+    assert all(f"dolly {run}" in err for run in ("seed 10", "seed 20", "greedy")) and "0/2 " in err  # 2 prompts
+    evaluate_model(model, tokenizer, EXAMPLES, seeds=(10,), generation_kwargs={"max_new_tokens": 3},
+                   show_progress=False)
+    assert capsys.readouterr().err == ""
+
+    # The callback follows the Trainer's `disable_tqdm`.
+    cb = RougeEvalCallback(EXAMPLES, tokenizer, max_new_tokens=3)
+    for step, disable in enumerate((False, True)):
+        args = TrainingArguments(output_dir=str(tmp_path), disable_tqdm=disable, report_to="none", use_cpu=True)
+        state = TrainerState()
+        state.global_step = step  # a new step: scored again, not served from the cache
+        cb.on_evaluate(args, state, None, metrics={"eval_runtime": 0.1}, model=model)
+        assert ("rougeL generation" in capsys.readouterr().err) is not disable
+
+    # `promptkd eval`: one bar per set and seed; --disable_tqdm silences them.
+    data = _tiny_eval_dir(tmp_path)
+    common = ["--model", str(tiny_dir / "gpt2-student"), "--data_dir", str(data), "--sets", "dolly", "--seeds", "10",
+              "20", "--max_new_tokens", "3", "--output_dir", str(tmp_path / "e")]
+    run_eval(_parse(common))
+    err = capsys.readouterr().err
+    assert "dolly seed 10" in err and "dolly seed 20" in err
+    run_eval(_parse([*common, "--disable_tqdm"]))
+    assert "dolly seed" not in capsys.readouterr().err

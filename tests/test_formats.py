@@ -85,7 +85,10 @@ def test_dolly_rows():
     ds = Dataset.from_list(
         [
             {"instruction": "Name a cat.", "context": "", "response": "Tom.", "category": "open_qa"},
-            {"instruction": "Summarize.", "context": "Cats sit.", "response": "They sit.", "category": "summarization"},
+            {
+                "instruction": "Summarize.", "context": "Cats sit.", "response": "They sit.",
+                "category": "summarization",
+            },
         ]
     )
     out = to_prompt_completion(ds)
@@ -173,7 +176,7 @@ def test_load_dataset_any_local_files(tmp_path):
 
 
 def test_empty_data_file_is_a_clear_error(tmp_path):
-    """`datasets` raises a bare StopIteration on an empty .jsonl (issue 10, item 20): name the file instead."""
+    """`datasets` raises a bare StopIteration on an empty .jsonl: name the file instead."""
     empty = tmp_path / "train.jsonl"
     empty.write_text("")
     with pytest.raises(ValueError, match=r"train\.jsonl.*holds no rows"):

@@ -1,6 +1,7 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
 """TRL's own GKD tests (huggingface/trl, tests/experimental/test_gkd_trainer.py), ported to PromptKDTrainer on local
-tiny models, plus the GKD drop-in behaviours of issue 10 (items 1-5, 7, 10).
+tiny models, plus what a GKD user's script relies on (GKD's attributes, `compute_metrics`, TRL's callbacks, the loss
+outside training, collators, the generation config).
 
 Where PromptKD differs from GKD by design, the port checks PromptKD's behaviour instead, and says so:
 
@@ -17,12 +18,16 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load, make_messages_dataset, make_prompt_completion_dataset
+from conftest import SAME_MATH_FP32, load, make_messages_dataset, make_prompt_completion_dataset
 from datasets import Dataset
 from transformers import AutoTokenizer, GenerationConfig
 
 from promptkd_trainer import PromptKDConfig, PromptKDTrainer, generalized_jsd
 from promptkd_trainer.sampling import generate, with_completions
+
+
+# One float32 loss normalised two ways (its token sum divided by `num_items_in_batch`, or TRL's mean over tokens).
+NORMALISED_TWO_WAYS = dict(rtol=1e-4, atol=1e-6)
 
 
 def gkd_like_config(tmp_path, **kwargs):
@@ -134,13 +139,13 @@ def test_output_shape_beta_and_temperature(logits):
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "mean"])
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
 def test_reductions_equal_trl(logits, reduction, beta, with_labels):
-    """Issue 10 item 5: TRL's reductions, including its normalisation without labels (by the batch size)."""
+    """TRL's reductions, including its normalisation without labels (by the batch size)."""
     s, t = logits
     labels = torch.tensor([[5, -100, 7], [-100, -100, 2]]) if with_labels else None
     mask = None if labels is None else labels != -100
     ours = generalized_jsd(s, t, beta=beta, mask=mask, temperature=2.0, reduction=reduction)
     theirs = trl_generalized_jsd(s, t, labels, beta=beta, temperature=2.0, reduction=reduction)
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours, theirs, **SAME_MATH_FP32)
 
 
 def test_num_items_takes_precedence_as_in_trl(logits):
@@ -177,7 +182,7 @@ def test_gkd_trainer(tiny_dir, tmp_path):
 
 
 def test_generation_config_init(tiny_dir, tmp_path):
-    """Item 10: `eos_token_id` stays an int when the model's is an int (it became `[1]`)."""
+    """`eos_token_id` stays an int when the model's is an int (it became `[1]`)."""
     trainer = make(tiny_dir, tmp_path)
     model_config = load(tiny_dir, "gpt2-student").generation_config
     assert isinstance(model_config.eos_token_id, int)
@@ -207,7 +212,9 @@ def test_evaluate_returns_eval_loss(tiny_dir, tmp_path):
 @pytest.mark.parametrize("kind", ["dict", "none"])
 def test_eval_dataset_types(tiny_dir, tmp_path, kind):
     evals = {"a": make_messages_dataset(2, seed=1), "b": make_prompt_completion_dataset(2)} if kind == "dict" else None
-    trainer = make(tiny_dir, tmp_path, eval_dataset=evals, max_steps=1, per_device_train_batch_size=2, max_new_tokens=4)
+    trainer = make(
+        tiny_dir, tmp_path, eval_dataset=evals, max_steps=1, per_device_train_batch_size=2, max_new_tokens=4
+    )
     trainer.train()
     if kind == "dict":
         result = trainer.evaluate()
@@ -223,7 +230,7 @@ def perturbed_teacher(trainer):
 
 
 def test_loss_normalizes_by_num_items_in_batch(tiny_dir, tmp_path):
-    """Item 4: in eval mode, `compute_loss` divides by `num_items_in_batch` (it was ignored: 2x the expected)."""
+    """In eval mode, `compute_loss` divides by `num_items_in_batch` (it was ignored: 2x the expected)."""
     trainer = make(tiny_dir, tmp_path, per_device_train_batch_size=2, max_length=64)
     perturbed_teacher(trainer)
     batch = collated(trainer)
@@ -233,8 +240,8 @@ def test_loss_normalizes_by_num_items_in_batch(tiny_dir, tmp_path):
         loss_mean = trainer.compute_loss(trainer.model, batch)
         loss_global = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid)
         loss_double = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid * 2)
-    torch.testing.assert_close(loss_global, loss_mean, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(loss_double, loss_mean / 2, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss_global, loss_mean, **NORMALISED_TWO_WAYS)
+    torch.testing.assert_close(loss_double, loss_mean / 2, **NORMALISED_TWO_WAYS)
 
 
 def test_loss_covers_all_completion_tokens_with_variable_length_prompts(tiny_dir, tmp_path):
@@ -251,14 +258,14 @@ def test_loss_covers_all_completion_tokens_with_variable_length_prompts(tiny_dir
     with torch.no_grad():
         loss_mean = trainer.compute_loss(trainer.model, batch)
         loss_global = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid)
-    torch.testing.assert_close(loss_global, loss_mean, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss_global, loss_mean, **NORMALISED_TWO_WAYS)
 
 
-# --------------------------------------------------------------------------------------- issue 10, GKD drop-in
+# ------------------------------------------------------------------------------ what a GKD user's script relies on
 
 
 def test_teacher_model_and_gkd_attributes(tiny_dir, tmp_path):
-    """Item 1: `trainer.teacher_model` and the GKD hyper-parameters as attributes (AttributeError before)."""
+    """`trainer.teacher_model` and the GKD hyper-parameters as attributes (AttributeError before)."""
     trainer = make(tiny_dir, tmp_path, lmbda=0.5, beta=0.3, temperature=0.7, seq_kd=True, max_length=64)
     assert trainer.teacher_model is trainer.teacher
     assert (trainer.lmbda, trainer.beta, trainer.temperature, trainer.seq_kd) == (0.5, 0.3, 0.7, True)
@@ -275,7 +282,8 @@ def test_teacher_model_and_gkd_attributes(tiny_dir, tmp_path):
 
 
 def test_compute_metrics_and_preprocess_logits_are_called(tiny_dir, tmp_path):
-    """Item 2: both were accepted and silently never called."""
+    """`compute_metrics` and `preprocess_logits_for_metrics` are called (both were accepted and silently never
+    called)."""
     seen = {}
 
     def preprocess(logits, labels):
@@ -302,7 +310,7 @@ def test_compute_metrics_and_preprocess_logits_are_called(tiny_dir, tmp_path):
 
 
 def test_log_completions_callback_reads_the_eval_prompts(tiny_dir, tmp_path):
-    """Item 3: TRL's LogCompletionsCallback (added by gkd.py whenever eval is on) needs the eval set's `prompt`."""
+    """TRL's LogCompletionsCallback (added by gkd.py whenever eval is on) needs the eval set's `prompt`."""
     from trl.trainer.callbacks import LogCompletionsCallback
 
     trainer = make(
@@ -310,7 +318,8 @@ def test_log_completions_callback_reads_the_eval_prompts(tiny_dir, tmp_path):
         max_steps=1, per_device_train_batch_size=2, per_device_eval_batch_size=2, max_new_tokens=4, max_length=64,
     )
     callback = LogCompletionsCallback(
-        trainer, GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=trainer.processing_class.pad_token_id),
+        trainer,
+        GenerationConfig(max_new_tokens=3, do_sample=False, pad_token_id=trainer.processing_class.pad_token_id),
         num_prompts=2,
     )
     trainer.add_callback(callback)
@@ -319,7 +328,8 @@ def test_log_completions_callback_reads_the_eval_prompts(tiny_dir, tmp_path):
 
 
 def test_compute_loss_outside_train_in_paper_order(tiny_dir, tmp_path):
-    """Item 4: `'NoneType' object has no attribute 'step'` before; it computes the student loss and moves nothing."""
+    """`compute_loss` outside `train` (`'NoneType' object has no attribute 'step'` before) computes the student
+    loss and moves nothing."""
     trainer = make(tiny_dir, tmp_path, update_order="paper", max_length=64)
     batch = collated(trainer)
     params = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
@@ -350,7 +360,8 @@ def with_collator(tiny_dir, tmp_path, collator):
 
 
 def test_explicit_chatml_collator_is_refused_clearly(tiny_dir, tmp_path):
-    """Item 7: `KeyError: 'messages'` from the middle of training before."""
+    """A ChatML collator passed explicitly is refused before training (`KeyError: 'messages'` from the middle of
+    training before)."""
     from trl.experimental.utils import DataCollatorForChatML
 
     tok = AutoTokenizer.from_pretrained(tiny_dir / "gpt2-student")

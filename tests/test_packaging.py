@@ -1,6 +1,5 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""Packaging: the license ships, and the declared dependencies are exactly what the package imports (issue 10,
-item 22)."""
+"""Packaging: the license ships, and the declared dependencies are exactly what the package imports."""
 
 import ast
 import re
@@ -15,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "promptkd_trainer"
 # Imported only on an optional path, each declared as an extra: `deepspeed` (ZeRO), `matplotlib` (demo plots).
 OPTIONAL = {"deepspeed": "deepspeed", "matplotlib": "plots"}
-# Imported only when `report_to` names them (completion tables, as TRL's trainers log them): the user who logs there
-# has installed them, as for transformers' own reporting integrations.
-REPORT_TO = {"wandb", "trackio"}
+# Imported only when the user names that logger in `report_to` (log_completions), which transformers' own
+# integration callbacks already require installed: not a dependency of this package, nor an extra.
+REPORTERS = {"wandb", "trackio"}
 
 
 def pyproject():
@@ -64,7 +63,7 @@ def test_core_dependencies_are_what_the_package_imports():
     project = pyproject()["project"]
     declared = {requirement_name(r) for r in project["dependencies"]}
     imported = imported_distributions()
-    needed = {d for d in imported if d not in OPTIONAL and d not in REPORT_TO}
+    needed = {d for d in imported if d not in OPTIONAL and d not in REPORTERS}
     missing = needed - declared
     assert not missing, {d: sorted(imported[d]) for d in missing}
     unused = declared - set(imported)

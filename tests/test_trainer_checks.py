@@ -1,6 +1,8 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""Inputs that used to train on garbage or crash obscurely (issue 10 items 15, 16, 17, 19, 20): each is refused with
-a clear error, or fitted with a warning, before any step is applied."""
+"""Inputs that used to train on garbage or crash obscurely (non-finite losses, a teacher with another tokenizer or
+no LM head, prompts longer than the models' positions, rows or windows without completion tokens, prompt-only eval
+sets, a missing teacher folder): each is refused with a clear error, or fitted with a warning, before any step is
+applied."""
 
 import json
 import math
@@ -134,7 +136,8 @@ def partly_empty(n, empty_rows):
 
 def test_off_policy_rows_without_completion_are_refused(tiny_dir, tmp_path):
     """Before: off-policy steps on such rows logged loss 0 and still moved the student and the prompt."""
-    with pytest.raises(ValueError, match=r"1 of the 70 rows of the train dataset have an empty completion \(rows 66\)"):
+    match = r"1 of the 70 rows of the train dataset have an empty completion \(rows 66\)"
+    with pytest.raises(ValueError, match=match):
         build(tiny_dir, tmp_path, load(tiny_dir, "gpt2-teacher"), dataset=partly_empty(70, [66]), lmbda=0.0)
 
 

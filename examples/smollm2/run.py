@@ -46,7 +46,8 @@ METHODS = ("sft", "onpolicy", "promptkd")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data_dir", default=str(DEFAULT_DATA_DIR) if DEFAULT_DATA_DIR.is_dir() else None,
-                   help="Folder with dev.jsonl (training) and valid.jsonl (test); default: ../shared/data/minillm/dolly.")
+                   help="Folder with dev.jsonl (training) and valid.jsonl (test); "
+                   "default: ../shared/data/minillm/dolly.")
     p.add_argument("--output_dir", default="outputs/smollm2")
     p.add_argument("--cache_dir", default=None, help="Where the converted teacher goes (default ~/.cache/promptkd).")
     g = p.add_argument_group("student")
@@ -146,8 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     missing = [f for f in ("dev.jsonl", "valid.jsonl") if not args.data_dir or not os.path.isfile(
         os.path.join(args.data_dir, f))]
     if missing:
-        raise SystemExit(f"--data_dir {args.data_dir!r} lacks {', '.join(missing)}: pass a folder holding MiniLLM-processed "
-                         "Dolly, dev.jsonl (training) and valid.jsonl (the 500-row test split).")
+        raise SystemExit(f"--data_dir {args.data_dir!r} lacks {', '.join(missing)}: pass a folder holding "
+                         "MiniLLM-processed Dolly, dev.jsonl (training) and valid.jsonl (the 500-row test split).")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.output_dir)
@@ -199,7 +200,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows["teacher"] = evaluate("teacher", teacher, tokenizer, test, args)
     cfg = distill_config(str(out / "runs" / "x"), "promptkd", args)
     initial = build_prompted_teacher(teacher, tokenizer, cfg.num_virtual_tokens, cfg.prompt_init_text)
-    rows["teacher_prompt_init"] = evaluate("teacher + initial prompt", None, tokenizer, test, args, prompted_teacher=initial)
+    rows["teacher_prompt_init"] = evaluate(
+        "teacher + initial prompt", None, tokenizer, test, args, prompted_teacher=initial
+    )
     teacher = initial.get_base_model()  # prompt tuning wraps the model without changing its weights
     rows["student_init"] = evaluate("student init", fresh_student(), tokenizer, test, args)
     mark("reference_eval", t)
@@ -215,7 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       batch_size=args.batch_size, seed=args.seed, lr_scheduler_type="constant",
                                       warmup_steps=0)
         else:
-            trainer = PromptKDTrainer(model=student, teacher_model=teacher, args=distill_config(str(run_dir), method, args),
+            trainer = PromptKDTrainer(model=student, teacher_model=teacher,
+                                      args=distill_config(str(run_dir), method, args),
                                       train_dataset=train, processing_class=tokenizer)
             trainer.train()
             history = trainer.state.log_history

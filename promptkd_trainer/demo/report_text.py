@@ -74,8 +74,8 @@ def _prompt(results):
     lines = [
         "## What the prompt learned",
         "",
-        f"Nearest vocabulary tokens (cosine, input embeddings) of each virtual token, seed {first['seed']}; the prompt "
-        f"moved by {c['prompt_drift']:.2f} of its norm on average over seeds.",
+        f"Nearest vocabulary tokens (cosine, input embeddings) of each virtual token, seed {first['seed']}; the "
+        f"prompt moved by {c['prompt_drift']:.2f} of its norm on average over seeds.",
         "",
         "| virtual token | at initialisation | after training |",
         "|---|---|---|",

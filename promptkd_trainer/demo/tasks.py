@@ -65,7 +65,7 @@ TEMPLATES = {
     "short": (SHORT_TEMPLATE, SHORT_TEMPLATE_WITH_INPUT),
 }
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Word pools. Small and closed on purpose: every word becomes one token of the demo tokenizer, so the tasks test
 # in-context manipulation (copying, reordering, counting, look-up) rather than spelling.
 
@@ -100,7 +100,7 @@ FACTS = {
 
 ORDINALS = ("first", "second", "third", "last")
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Families. Each generator takes a `random.Random` and returns (instruction, input, completion, extra_references).
 # `input` is "" for instruction-only tasks. Several paraphrases per instruction make the data a little less trivial.
 
