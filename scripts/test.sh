@@ -7,12 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The tests that need no extra (no deepspeed, matplotlib, mkdocs or gguf): they cover the trainer, its losses,
-# configs, data, checkpoints, evaluation, CLI and the TRL drop-in.
+# configs, data, checkpoints, evaluation, CLI, reliability and the TRL drop-ins.
 MIN_TESTS=(
   tests/test_trainer.py tests/test_trainer_checks.py tests/test_divergences.py tests/test_config_validation.py
   tests/test_data.py tests/test_formats.py tests/test_checkpointing.py tests/test_evaluation.py
   tests/test_gkd_compat.py tests/test_distillation_compat.py tests/test_cli.py tests/test_examples.py
-  tests/test_packaging.py
+  tests/test_packaging.py tests/test_sampling.py tests/test_reliability.py
 )
 run_min=${MIN_VERSIONS:-$([[ $# -eq 0 ]] && echo 1 || echo 0)}
 if [[ "$run_min" == 1 ]]; then
