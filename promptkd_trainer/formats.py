@@ -225,12 +225,15 @@ def _load_local(builder: str, files: str | list[str], where: str, **kwargs) -> D
         return datasets.load_dataset(builder, data_files=files, split="train", **kwargs)
     except StopIteration:  # `datasets` infers the features from the first rows and has none to read
         raise ValueError(f"{where} holds no rows (empty data file); pass a file with at least one row.") from None
-    except DatasetGenerationError as err:
-        # `datasets` says only "An error occurred while generating the dataset" (the file and row go to its log).
+    except (DatasetGenerationError, ValueError) as err:
+        # `datasets` says only "An error occurred while generating the dataset" (the file and row go to its log);
+        # datasets 4.x raises its JSON parser's bare ValueError while inferring the features instead.
         if builder == "json":
             for path in [files] if isinstance(files, str) else files:
                 if path.lower().endswith(".jsonl") and (bad := find_bad_jsonl_line(path)) is not None:
                     raise bad from err
+        if not isinstance(err, DatasetGenerationError):
+            raise
         raise ValueError(f"{where} could not be read: {err.__cause__ or err}. Fix the file.") from err
 
 

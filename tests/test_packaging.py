@@ -92,3 +92,25 @@ def test_pyproject_has_lower_bounds_only_and_constraints_pin_every_dependency():
     assert all(pins.values()), pins
     core = {requirement_name(r) for r in project["dependencies"]}
     assert core <= set(pins), core - set(pins)
+
+
+def test_lower_bounds_are_the_pins_of_the_minimum_set():
+    """Every lower bound in pyproject.toml is the version that constraints/min.txt pins and scripts/test.sh runs the
+    core tests against: a floor that was never run is not a supported version."""
+    from packaging.version import Version
+
+    project = pyproject()["project"]
+    pins = {}
+    for line in (ROOT / "constraints" / "min.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[requirement_name(name)] = Version(version)
+    extras = [r for reqs in project["optional-dependencies"].values() for r in reqs]
+    requirements = project["dependencies"] + [r for r in extras if requirement_name(r) in pins]
+    assert {requirement_name(r) for r in project["dependencies"]} <= set(pins)
+    for req in requirements:
+        name = requirement_name(req)
+        floor = re.search(r">=\s*([\w.]+)", req)
+        assert floor, f"{req}: no lower bound"
+        assert Version(floor.group(1)) == pins[name], f"{req} but constraints/min.txt pins {name}=={pins[name]}"
