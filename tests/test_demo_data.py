@@ -40,7 +40,7 @@ def tok(data):
 def test_columns_and_sizes(data):
     assert {k: len(v) for k, v in data.items()} == {"train": 400, "validation": 50, "test": 60}
     for split in data.values():
-        assert split.column_names == ["prompt", "completion", "family", "references"]
+        assert split.column_names == ["prompt", "completion", "family", "references", "answer"]
     row = data["train"][0]
     assert row["references"][0] == row["completion"]
     assert row["prompt"].endswith("### Response:\n")
@@ -138,7 +138,8 @@ def test_answers_are_correct(data):
     for row in data["train"]:
         instruction, inp = _parse(row["prompt"])
         expected = _oracle(row["family"], instruction, inp)
-        if row["family"] in ("arithmetic", "count", "lookup"):
+        assert row["answer"] == expected, row
+        if row["family"] in ("arithmetic", "count", "lookup", "extract"):
             # Sentence answers: the bare value is an accepted reference and is the number/value in the sentence.
             assert expected in row["references"], row
             assert re.search(rf"\b{re.escape(expected)}\b", row["completion"]), row

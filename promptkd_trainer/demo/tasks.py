@@ -65,7 +65,7 @@ TEMPLATES = {
     "short": (SHORT_TEMPLATE, SHORT_TEMPLATE_WITH_INPUT),
 }
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Word pools. Small and closed on purpose: every word becomes one token of the demo tokenizer, so the tasks test
 # in-context manipulation (copying, reordering, counting, look-up) rather than spelling.
 
@@ -100,12 +100,14 @@ FACTS = {
 
 ORDINALS = ("first", "second", "third", "last")
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Families. Each generator takes a `random.Random` and returns (instruction, input, completion, extra_references).
-# `input` is "" for instruction-only tasks. Several paraphrases per instruction make the data a little less trivial.
+# ---------------------------------------------------------------------------------------------------------------------
+# Families. Each generator takes a `random.Random` and returns (instruction, input, completion, extra_references,
+# answer), where `answer` is the content that [`~promptkd_trainer.demo.answers`] checks (a number, a word or the
+# expected output). `input` is "" for instruction-only tasks. Several paraphrases per instruction make the data a
+# little less trivial.
 
 
-def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     name = rng.choice(NAMES)
     singular, plural = rng.choice(ITEMS)
 
@@ -131,13 +133,13 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str]]:
     return instruction, "", *_pick(rng, wordings, str(result))
 
 
-def _pick(rng: random.Random, wordings: list[str], value: str) -> tuple[str, list[str]]:
+def _pick(rng: random.Random, wordings: list[str], value: str) -> tuple[str, list[str], str]:
     """One wording as the completion; every wording and the bare value are references (several good answers)."""
     completion = rng.choice(wordings)
-    return completion, [w for w in wordings if w != completion] + [value]
+    return completion, [w for w in wordings if w != completion] + [value], value
 
 
-def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _count(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     # Draw the target count first (uniform over 0..3) so that the answer distribution is not skewed.
     pool = rng.sample(WORDS, 3)
     target, others = pool[0], pool[1:]
@@ -157,8 +159,8 @@ def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
     return instruction, " ".join(words), *_pick(rng, wordings, str(n))
 
 
-def _lookup(rng: random.Random) -> tuple[str, str, str, list[str]]:
-    keys = rng.sample(sorted(FACTS), rng.randint(3, 5))
+def _lookup(rng: random.Random) -> tuple[str, str, str, list[str], str]:
+    keys = rng.sample(sorted(FACTS), rng.randint(3, 4))
     facts = {k: rng.choice(FACTS[k]) for k in keys}
     key = rng.choice(keys)
     instruction = rng.choice((f"What is the {key}?", f"Look up the {key} in the input."))
@@ -172,25 +174,28 @@ def _word_list(rng: random.Random, low: int, high: int) -> list[str]:
     return rng.sample(WORDS, rng.randint(low, high))
 
 
-def _reverse(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _reverse(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 3, 6)
     instruction = rng.choice(("Reverse the order of the words.", "Write the words in reverse order."))
-    return instruction, " ".join(words), " ".join(reversed(words)), []
+    answer = " ".join(reversed(words))
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _sort(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _sort(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 2, 4)
     instruction = rng.choice(("Sort the words in alphabetical order.", "Put the words in alphabetical order."))
-    return instruction, " ".join(words), " ".join(sorted(words)), []
+    answer = " ".join(sorted(words))
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _uppercase(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _uppercase(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 2, 5)
     instruction = rng.choice(("Rewrite the words in capital letters.", "Convert the words to uppercase."))
-    return instruction, " ".join(words), " ".join(w.upper() for w in words), []
+    answer = " ".join(w.upper() for w in words)
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _dedupe(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _dedupe(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     unique = _word_list(rng, 2, 4)
     words = unique + [rng.choice(unique) for _ in range(rng.randint(1, 2))]
     rng.shuffle(words)
@@ -198,30 +203,36 @@ def _dedupe(rng: random.Random) -> tuple[str, str, str, list[str]]:
     instruction = rng.choice(
         ("Remove the repeated words and keep the first occurrence of each.", "Delete the duplicate words.")
     )
-    return instruction, " ".join(words), " ".join(kept), []
+    answer = " ".join(kept)
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _commas(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _commas(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 3, 6)
     instruction = rng.choice(("Join the words with commas.", "Write the words as a comma-separated list."))
-    return instruction, " ".join(words), ", ".join(words), []
+    answer = ", ".join(words)
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _numbered(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _numbered(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 2, 5)
     instruction = rng.choice(("Write the words as a numbered list.", "Turn the words into a numbered list."))
-    return instruction, " ".join(words), "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1)), []
+    answer = "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1))
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _extract(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _extract(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 3, 6)
     ordinal = rng.choice(ORDINALS)
     index = {"first": 0, "second": 1, "third": 2, "last": -1}[ordinal]
     instruction = rng.choice((f"What is the {ordinal} word?", f"Copy the {ordinal} word of the input."))
-    return instruction, " ".join(words), words[index], []
+    word = words[index]
+    wordings = [f"The {ordinal} word is {word}.", f"{word} is the {ordinal} word.", f"It is {word}.",
+                f"The answer is {word}."]
+    return instruction, " ".join(words), *_pick(rng, wordings, word)
 
 
-_GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str]]]] = {
+_GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str], str]]] = {
     "arithmetic": _arithmetic,
     "count": _count,
     "lookup": _lookup,
@@ -287,6 +298,8 @@ class TaskExample:
         input (`str`): Context (`""` for instruction-only tasks).
         completion (`str`): Target answer, without EOS.
         references (`list[str]`): Acceptable answers, `completion` first.
+        answer (`str`): The content a right answer carries (the number, the looked-up value, the word, or the
+            expected output of the list families); what [`~promptkd_trainer.demo.answers.answer_correct`] checks.
     """
 
     family: str
@@ -294,6 +307,7 @@ class TaskExample:
     input: str
     completion: str
     references: list[str] = field(default_factory=list)
+    answer: str = ""
 
     def to_row(self, template: str = "alpaca") -> dict:
         """The dataset row: `prompt`, `completion`, `family` and `references`."""
@@ -302,6 +316,7 @@ class TaskExample:
             "completion": self.completion,
             "family": self.family,
             "references": list(self.references),
+            "answer": self.answer,
         }
 
 
@@ -317,9 +332,9 @@ def generate_example(family: str, rng: random.Random) -> TaskExample:
     """
     if family not in _GENERATORS:
         raise ValueError(f"Unknown task family {family!r}; expected one of {list(TASK_FAMILIES)}.")
-    instruction, input, completion, extra = _GENERATORS[family](rng)
+    instruction, input, completion, extra, answer = _GENERATORS[family](rng)
     references = [completion] + [r for r in extra if r != completion]
-    return TaskExample(family, instruction, input, completion, references)
+    return TaskExample(family, instruction, input, completion, references, answer)
 
 
 def make_dataset(
@@ -408,6 +423,7 @@ def make_dataset(
             "completion": Value("string"),
             "family": Value("string"),
             "references": List(Value("string")),
+            "answer": Value("string"),
         }
     )
     logger.info(
