@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.utils import logging
 
+from .generation import position_limit
 from .teacher import _has_tokenizer, base_model
 
 
@@ -88,16 +89,6 @@ def check_causal(model, role: str) -> None:
     if not torch.allclose(full, first.float(), rtol=1e-3, atol=1e-4, equal_nan=True):
         raise ValueError(f"The {role} ({name}) is not causal: its prediction at a position depends on later tokens. "
                          f"{advice}")
-
-
-def position_limit(model) -> int | None:
-    """The model's number of positions (`n_positions` / `max_position_embeddings`), if its config has one."""
-    config = base_model(model).config.get_text_config()
-    for key in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def fit_max_length(student, teacher, args) -> int | None:

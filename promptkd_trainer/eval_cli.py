@@ -9,7 +9,14 @@ promptkd eval --teacher gpt2-xl-sft --teacher_prompt outputs/run/teacher_prompt 
 
 For each set and seed it writes `answers_{set}_seed{seed}.jsonl` (one `{"prompt", "text", "references", "rougeL"}`
 line per example; `text` as in the official prediction files) and, at the end, `scores.json`; then prints a table.
-Decoding follows the papers ([`promptkd_trainer.evaluation.paper_generation_kwargs`]).
+Decoding follows the papers ([`promptkd_trainer.generation.paper_generation_kwargs`]).
+
+With `--exposure_bias`, it measures the exposure bias of `--model` (the student) against `--teacher` (through
+`--teacher_prompt` when given) instead: ExAccErr per set ([`promptkd_trainer.evaluation.exposure_bias`]).
+
+```bash
+promptkd eval --exposure_bias --model path/to/student --teacher path/to/teacher --data_dir data/minillm --sets dolly
+```
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
-from .evaluation import EVAL_SETS, PAPER_SEEDS, evaluate_model, load_eval_set, rouge_l
+from .checkpointing import load_prompt_adapter
+from .evaluation import EVAL_SETS, PAPER_SEEDS, evaluate_model, exposure_bias, load_eval_set, rouge_l
+from .generation import PAPER_GENERATION
 
 
 logger = logging.get_logger(__name__)
@@ -34,11 +43,17 @@ _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `promptkd eval` options to `parser` (a parser or a sub-command parser) and return it."""
-    what = parser.add_argument_group("what to evaluate (pass --model, or --teacher with --teacher_prompt)")
+    what = parser.add_argument_group(
+        "what to evaluate (pass --model, or --teacher with --teacher_prompt; both with --exposure_bias)"
+    )
     what.add_argument(
         "--model", help="Model directory or Hub id (a student, or any causal LM; a LoRA adapter directory works too)."
     )
-    what.add_argument("--teacher", help="Teacher model directory or Hub id, evaluated through --teacher_prompt.")
+    what.add_argument(
+        "--teacher",
+        help="Teacher model directory or Hub id, evaluated through --teacher_prompt (with --exposure_bias: the "
+        "teacher the student is measured against).",
+    )
     what.add_argument(
         "--teacher_prompt", "--teacher-prompt", help="Directory of the teacher's PEFT prompt-tuning adapter."
     )
@@ -57,16 +72,31 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     )
     gen = parser.add_argument_group("generation (defaults: the papers' protocol)")
     gen.add_argument("--seeds", nargs="+", type=int, default=list(PAPER_SEEDS), help="One sampled run per seed.")
-    gen.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=256)
+    gen.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=PAPER_GENERATION["max_new_tokens"])
     gen.add_argument("--batch_size", "--batch-size", type=int, default=8)
     gen.add_argument(
-        "--no_repeat_ngram_size", "--no-repeat-ngram-size", type=int, default=6,
-        help="0 disables the constraint.",
+        "--no_repeat_ngram_size", "--no-repeat-ngram-size", type=int,
+        default=PAPER_GENERATION["no_repeat_ngram_size"], help="0 disables the constraint.",
     )
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top_k", "--top-k", type=int, default=0, help="0 disables top-k.")
-    gen.add_argument("--top_p", "--top-p", type=float, default=1.0)
+    gen.add_argument("--temperature", type=float, default=PAPER_GENERATION["temperature"])
+    gen.add_argument("--top_k", "--top-k", type=int, default=PAPER_GENERATION["top_k"], help="0 disables top-k.")
+    gen.add_argument("--top_p", "--top-p", type=float, default=PAPER_GENERATION["top_p"])
     gen.add_argument("--greedy", action="store_true", help="Also score one greedy decode per set.")
+    bias = parser.add_argument_group("exposure bias (ExAccErr of the official evaluate_exposure_bias.py)")
+    bias.add_argument(
+        "--exposure_bias", action="store_true",
+        help="Instead of ROUGE-L, measure ExAccErr of --model (the student) against --teacher (through "
+        "--teacher_prompt when given) on each set; the first of --seeds seeds the samples.",
+    )
+    bias.add_argument(
+        "--exposure_bias_samples", type=int, default=3,
+        help="Samples per prompt and model (default 3, the official --eb-sample-times).",
+    )
+    bias.add_argument(
+        "--exposure_bias_lengths", type=int, nargs="+", default=None,
+        help="Response lengths l to report (default: every l up to --max_new_tokens in scores.json; the table "
+        "shows the powers of two and the last).",
+    )
     run = parser.add_argument_group("runtime")
     run.add_argument(
         "--output_dir", "--output-dir", default=os.path.join("outputs", "eval"),
@@ -74,6 +104,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     )
     run.add_argument("--dtype", choices=list(_DTYPES), default="auto", help="Weights dtype (auto: the checkpoint's).")
     run.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: cuda when available).")
+    run.add_argument(
+        "--disable_tqdm", "--disable-tqdm", action="store_true",
+        help="No progress bars (the bars are per set and seed; same name as TrainingArguments' flag).",
+    )
     run.add_argument(
         "--trust_remote_code", "--trust-remote-code", action="store_true",
         help="Allow model code from the Hub (off by default).",
@@ -113,30 +147,39 @@ def _load_tokenizer(args: argparse.Namespace, source: str, model):
     raise ValueError("Could not load a tokenizer; pass --tokenizer. Tried: " + " | ".join(errors))
 
 
+def _device(args: argparse.Namespace) -> torch.device:
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _load_teacher(args: argparse.Namespace):
+    """`--teacher`, wrapped with `--teacher_prompt` when given, on the device: `(model, is_prompted)`."""
+    teacher = AutoModelForCausalLM.from_pretrained(
+        args.teacher, dtype=_DTYPES[args.dtype], trust_remote_code=args.trust_remote_code
+    )
+    if not args.teacher_prompt:
+        return teacher.to(_device(args)), False
+    # Refuses a prompt trained on another teacher (recorded identity) or a non-prompt-tuning adapter, with a clear
+    # error, before PEFT would score it silently or fail on a tensor size.
+    return load_prompt_adapter(teacher, args.teacher_prompt).to(_device(args)), True
+
+
 def _load(args: argparse.Namespace):
     """Model (or None), prompted teacher (or None), tokenizer."""
     if args.teacher_prompt and not args.teacher:
         raise ValueError("--teacher_prompt needs --teacher (the base model the prompt was trained on).")
     if args.model and args.teacher:
-        raise ValueError("Pass either --model or --teacher/--teacher_prompt, not both (run the command twice).")
+        raise ValueError(
+            "Pass either --model or --teacher/--teacher_prompt, not both (run the command twice), or add "
+            "--exposure_bias to measure the --model student against the --teacher."
+        )
     if not args.model and not args.teacher:
         raise ValueError("Nothing to evaluate: pass --model, or --teacher with --teacher_prompt.")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.model:
         model = _load_model(args.model, args)
-        return model.to(device), None, _load_tokenizer(args, args.model, model)
-    from .checkpointing import load_prompt_adapter
-
-    teacher = AutoModelForCausalLM.from_pretrained(
-        args.teacher, dtype=_DTYPES[args.dtype], trust_remote_code=args.trust_remote_code
-    )
+        return model.to(_device(args)), None, _load_tokenizer(args, args.model, model)
+    teacher, prompted = _load_teacher(args)
     tokenizer = _load_tokenizer(args, args.teacher, teacher)
-    if not args.teacher_prompt:
-        return teacher.to(device), None, tokenizer
-    # Refuses a prompt trained on another teacher (recorded identity) or a non-prompt-tuning adapter, with a clear
-    # error, before PEFT would score it silently or fail on a tensor size.
-    prompted = load_prompt_adapter(teacher, args.teacher_prompt)
-    return None, prompted.to(device), tokenizer
+    return (None, teacher, tokenizer) if prompted else (teacher, None, tokenizer)
 
 
 def _write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
@@ -169,14 +212,19 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     `average_rougeL` (mean over sets of the seed-mean ROUGE-L) and `sets`: per set `num_examples`, `rougeL`
     (`{seed: score}`), `rougeL_mean`, `rougeL_std`, `exact_match` (`{seed: score}`), `exact_match_mean` (and
     `greedy_rougeL`, `greedy_exact_match` with `--greedy`). Scores are x100.
+
+    With `--exposure_bias` it holds `model`, `teacher`, `teacher_prompt`, `data_dir`, `seed`, `generation_kwargs`
+    and `sets`: per set `num_examples` and `exposure_bias`
+    ([`~promptkd_trainer.evaluation.ExposureBiasResult.to_dict`]).
     """
     if not args.data_dir:
         raise ValueError("Pass --data_dir: the MiniLLM data directory holding dolly/, self-inst/, vicuna/, ...")
     if not args.seeds and not args.greedy:
         raise ValueError("Nothing to generate: pass --seeds and/or --greedy.")
+    if args.exposure_bias and not (args.model and args.teacher):
+        raise ValueError("--exposure_bias measures a student against a teacher: pass --model and --teacher.")
     # Read every set before loading weights, so that a wrong --data-dir or --sets fails fast.
     eval_sets = {name: load_eval_set(args.data_dir, name, max_examples=args.max_examples) for name in args.sets}
-    model, prompted, tokenizer = _load(args)
     generation_kwargs = {
         "do_sample": True,
         "temperature": args.temperature,
@@ -186,6 +234,9 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
         "max_new_tokens": args.max_new_tokens,
     }
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.exposure_bias:
+        return _run_exposure_bias(args, eval_sets, generation_kwargs)
+    model, prompted, tokenizer = _load(args)
     scores: dict[str, Any] = {
         "model": args.model,
         "teacher": args.teacher,
@@ -207,6 +258,8 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
             prompted_teacher=prompted,
             batch_size=args.batch_size,
             generation_kwargs=generation_kwargs,
+            show_progress=not args.disable_tqdm,
+            progress_desc=name,
         )
         for run_name, answers in result.pop("answers").items():
             rows = [
@@ -230,11 +283,69 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     return scores
 
 
+def _run_exposure_bias(args: argparse.Namespace, eval_sets, generation_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`promptkd eval --exposure_bias`: ExAccErr of `--model` against `--teacher` on each set; writes `scores.json`."""
+    if args.teacher_prompt and not args.teacher:
+        raise ValueError("--teacher_prompt needs --teacher (the base model the prompt was trained on).")
+    student = _load_model(args.model, args).to(_device(args))
+    tokenizer = _load_tokenizer(args, args.model, student)
+    teacher, _ = _load_teacher(args)
+    scores: dict[str, Any] = {
+        "model": args.model,
+        "teacher": args.teacher,
+        "teacher_prompt": args.teacher_prompt,
+        "data_dir": os.path.abspath(args.data_dir),
+        "seed": args.seeds[0],
+        "max_examples": args.max_examples,
+        "generation_kwargs": generation_kwargs,
+        "sets": {},
+    }
+    for name, examples in eval_sets.items():
+        logger.info(f"Exposure bias on {name}: {len(examples)} prompts x {args.exposure_bias_samples} samples")
+        result = exposure_bias(
+            teacher,
+            student,
+            tokenizer,
+            [ex["prompt"] for ex in examples],
+            max_new_tokens=args.max_new_tokens,
+            lengths=args.exposure_bias_lengths,
+            num_samples=args.exposure_bias_samples,
+            batch_size=args.batch_size,
+            seed=args.seeds[0],
+            show_progress=not args.disable_tqdm,
+            generation_kwargs=generation_kwargs,
+        )
+        scores["sets"][name] = {"num_examples": len(examples), "exposure_bias": result.to_dict()}
+    with open(os.path.join(args.output_dir, "scores.json"), "w", encoding="utf-8") as f:
+        json.dump(scores, f, indent=2)
+    logger.info(f"Scores written to {os.path.join(args.output_dir, 'scores.json')}")
+    return scores
+
+
+def format_exposure_bias_table(scores: dict[str, Any]) -> str:
+    """The exposure-bias scores as a plain-text table: per set, ExAccErr (%) and the two regrets at the powers of two
+    among the measured lengths, and at the last one."""
+    header = f"{'set':<10} {'l':>5} {'ExAccErr %':>11} {'R(l)':>10} {'E(l)':>10}"
+    lines = [header, "-" * len(header)]
+    for name, s in scores["sets"].items():
+        eb = s["exposure_bias"]
+        last = len(eb["lengths"]) - 1
+        for i, n in enumerate(eb["lengths"]):
+            if i == last or n & (n - 1) == 0:
+                lines.append(
+                    f"{name:<10} {n:>5} {eb['exaccerr'][i]:>11.2f} {eb['regret_student_samples'][i]:>10.4f} "
+                    f"{eb['regret_teacher_samples'][i]:>10.4f}"
+                )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m promptkd_trainer.eval_cli`."""
     parser = add_eval_arguments(argparse.ArgumentParser(prog="promptkd eval", description=__doc__.splitlines()[0]))
-    scores = run_eval(parser.parse_args(argv))
-    sys.stdout.write(format_table(scores) + "\n")  # the command's output
+    args = parser.parse_args(argv)
+    scores = run_eval(args)
+    table = format_exposure_bias_table(scores) if args.exposure_bias else format_table(scores)
+    sys.stdout.write(table + "\n")  # the command's output
     return scores
 
 

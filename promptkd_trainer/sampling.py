@@ -19,6 +19,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from trl.models.utils import unwrap_model_for_generation
 
 from .data import pack_sequences
+from .generation import end_token_ids
 from .teacher import generate_with_prompt
 
 
@@ -66,16 +67,14 @@ def build_generation_config(
 ) -> tuple[GenerationConfig, list[int]]:
     """The sampling config of the pseudo-targets and the token ids that end a sample.
 
-    The tokenizer's EOS comes first: it is the token forced at the length cap. The model's generation config may list
-    more end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the model's form: an int when there is
-    one end token, a list otherwise.
+    The end tokens are [`~promptkd_trainer.generation.end_token_ids`]: the tokenizer's EOS first (the token forced at
+    the length cap), then the model's other end-of-turn tokens, any of which ends a sample. `eos_token_id` keeps the
+    model's form: an int when there is one end token, a list otherwise.
 
     Returns:
         `(GenerationConfig, list[int])`: the config, and the end token ids (tokenizer's EOS first).
     """
-    extra = model.generation_config.eos_token_id
-    extra = [extra] if isinstance(extra, int) else list(extra or [])
-    eos = [tokenizer.eos_token_id] + [e for e in extra if e != tokenizer.eos_token_id]
+    eos = end_token_ids(tokenizer, model)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         do_sample=True,

@@ -5,6 +5,7 @@
 import argparse
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from datasets import Dataset
 from rouge_score import rouge_scorer
 from transformers import Trainer, TrainingArguments, default_data_collator
 
+from promptkd_trainer.checkpointing import load_prompt_adapter, save_prompt
 from promptkd_trainer.eval_cli import add_eval_arguments, format_table, run_eval
 from promptkd_trainer.evaluation import (
     EVAL_SETS,
@@ -21,12 +23,15 @@ from promptkd_trainer.evaluation import (
     compute_rouge_l,
     evaluate_model,
     exact_match,
+    exposure_bias,
     generate_answers,
     load_eval_set,
     mean_std,
     paper_generation_kwargs,
+    response_kls,
     rouge_l,
 )
+from promptkd_trainer.generation import generate_completions
 from promptkd_trainer.teacher import build_prompted_teacher
 
 
@@ -437,3 +442,154 @@ def test_run_eval_refuses_a_prompt_trained_for_another_teacher(tiny_dir, tokeniz
         run_eval(_parse(["--teacher", str(tiny_dir / "gpt2-student"), *common]))
     scores = run_eval(_parse(["--teacher", str(tiny_dir / "gpt2-teacher"), *common]))
     assert scores["sets"]["uinst"]["num_examples"] == 1
+
+
+# --- exposure bias (ExAccErr) ----------------------------------------------------------------------------------------
+
+
+def _eos_prone(model, tokenizer, shift=6.0):
+    """Add about `shift` to the EOS logit of a GPT-2 (its final LayerNorm bias, along the EOS embedding), so that
+    samples end at different lengths and the average over the samples that reach a position is exercised."""
+    with torch.no_grad():
+        w = model.transformer.wte.weight[tokenizer.eos_token_id]
+        model.transformer.ln_f.bias += shift * w / w.norm() ** 2
+    return model
+
+
+def _kl_by_hand(teacher_logits, student_logits, start, count):
+    """KL(P_T || P_S) at positions start .. start + count - 1, one position and one vocabulary entry at a time."""
+    out = []
+    for pos in range(start, start + count):
+        p = torch.softmax(teacher_logits[pos].double(), -1)
+        q = torch.softmax(student_logits[pos].double(), -1)
+        out.append(sum(float(p[v] * (p[v].log() - q[v].log())) for v in range(p.shape[0]) if p[v] > 0))
+    return out
+
+
+def _forward(model, ids, n_virtual=0):
+    """Logits of one unpadded sequence, `[L, V]`; a prompted teacher through PEFT's own forward."""
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        return model(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, n_virtual:]
+
+
+@pytest.mark.filterwarnings("ignore:Position ids are not supported")
+@pytest.mark.parametrize("prompted", [False, True])
+def test_response_kls_by_hand_on_fixed_sequences(tiny_dir, tokenizer, prompted):
+    teacher, student = load(tiny_dir, "gpt2-teacher"), load(tiny_dir, "gpt2-student")
+    n_virtual = 0
+    if prompted:
+        teacher = build_prompted_teacher(teacher, tokenizer, num_virtual_tokens=3)
+        n_virtual = 3
+    eos = tokenizer.eos_token_id
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    completions = [[20, 21, 22], [30, eos], [eos], [40, 41, 42, 43, 44]]
+    kls = response_kls(teacher, student, tokenizer, prompts, completions, batch_size=3)
+    # Counted: the distributions after each response token that is not EOS (official alignment and mask).
+    assert [len(k) for k in kls] == [3, 1, 0, 5]
+    for p, c, kl in zip(prompts, completions, kls):
+        seq = p + c
+        expected = _kl_by_hand(_forward(teacher, seq, n_virtual), _forward(student, seq), len(p), len(kl))
+        assert kl.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+        assert all(v > 0 for v in expected)
+
+
+def test_exposure_bias_matches_hand_computation(tiny_dir, tokenizer):
+    teacher = _eos_prone(load(tiny_dir, "gpt2-teacher"), tokenizer)
+    student = _eos_prone(load(tiny_dir, "gpt2-student"), tokenizer)
+    n_new, seed, lengths = 6, 3, [1, 2, 4, 6]
+    res = exposure_bias(
+        teacher, student, tokenizer, PROMPTS, max_new_tokens=n_new, lengths=lengths, num_samples=2, batch_size=2,
+        seed=seed, show_progress=False, keep_per_prompt=True,
+    )
+    # The official sampling: the papers' decoding (temperature 1, top-k 0, top-p 1, no 6-gram repeats).
+    assert res.generation_kwargs == {**paper_generation_kwargs(), "max_new_tokens": n_new}
+    encoded = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    decoding = {**paper_generation_kwargs(), "max_new_tokens": n_new}
+    curves, lengths_seen = {}, set()
+    for name, sampler in (("student", student), ("teacher", teacher)):
+        # The samples exposure_bias draws: sample k of each model with seed + k.
+        samples = [generate_completions(sampler, tokenizer, encoded, batch_size=2, seed=seed + k, **decoding)
+                   for k in range(2)]
+        per_prompt = []
+        for i, p in enumerate(encoded):
+            per_sample = []
+            for comps in samples:
+                c = comps[i]
+                lengths_seen.add(len(c))
+                counted = len(c) - (c[-1] == tokenizer.eos_token_id)
+                per_sample.append(_kl_by_hand(_forward(teacher, p + c), _forward(student, p + c), len(p), counted))
+            running, cumulative = 0.0, []
+            for j in range(n_new):  # mean over the samples that reach position j, then the running sum
+                reached = [kl[j] for kl in per_sample if len(kl) > j]
+                running += sum(reached) / len(reached) if reached else 0.0
+                cumulative.append(running)
+            per_prompt.append([cumulative[n - 1] for n in lengths])
+        curves[name] = per_prompt
+    assert len(lengths_seen) > 2  # samples of several lengths, some ended by EOS
+    mean_r = [sum(row[i] for row in curves["student"]) / len(PROMPTS) for i in range(len(lengths))]
+    mean_e = [sum(row[i] for row in curves["teacher"]) / len(PROMPTS) for i in range(len(lengths))]
+    assert res.per_prompt_student == [pytest.approx(row, rel=1e-5) for row in curves["student"]]
+    assert res.per_prompt_teacher == [pytest.approx(row, rel=1e-5) for row in curves["teacher"]]
+    assert res.regret_student_samples == pytest.approx(mean_r, rel=1e-5)
+    assert res.regret_teacher_samples == pytest.approx(mean_e, rel=1e-5)
+    assert res.exaccerr == pytest.approx([(r - e) / e * 100 for r, e in zip(mean_r, mean_e)], rel=1e-4, abs=1e-4)
+    assert res.lengths == lengths and res.num_prompts == 4 and res.num_samples == 2
+    assert json.loads(json.dumps(res.to_dict()))["exaccerr"] == pytest.approx(res.exaccerr)
+
+
+def test_exposure_bias_is_zero_when_the_student_is_the_teacher(tiny_dir, tokenizer):
+    teacher = load(tiny_dir, "gpt2-teacher")
+    same = load(tiny_dir, "gpt2-teacher")  # another copy of the same weights
+    res = exposure_bias(teacher, same, tokenizer, PROMPTS, max_new_tokens=5, show_progress=False)
+    assert res.lengths == [1, 2, 3, 4, 5]
+    assert max(map(abs, res.regret_student_samples + res.regret_teacher_samples)) < 1e-9
+    assert all(math.isnan(v) for v in res.exaccerr)  # E(l) = 0: the ratio is undefined
+    other = exposure_bias(teacher, load(tiny_dir, "gpt2-student"), tokenizer, PROMPTS, max_new_tokens=5,
+                          show_progress=False)
+    # Cumulative sums of KLs: positive and non-decreasing in l.
+    for curve in (other.regret_student_samples, other.regret_teacher_samples):
+        assert curve[0] > 0 and all(b >= a for a, b in zip(curve, curve[1:]))
+    with pytest.raises(ValueError, match="lengths"):
+        exposure_bias(teacher, same, tokenizer, PROMPTS, max_new_tokens=5, lengths=[6])
+
+
+def _tiny_eval_dir(tmp_path):
+    """A MiniLLM-style data directory with a 3-row `dolly/valid.jsonl`."""
+    (tmp_path / "data" / "dolly").mkdir(parents=True)
+    rows = [{"instruction": p, "output": "the cat sat on the mat"} for p in PROMPTS[:3]]
+    (tmp_path / "data" / "dolly" / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path / "data"
+
+
+@pytest.mark.filterwarnings("ignore:Position ids are not supported")
+def test_promptkd_eval_exposure_bias(tiny_dir, tokenizer, tmp_path, capsys):
+    from promptkd_trainer import cli
+
+    data = _tiny_eval_dir(tmp_path)
+    prompted = build_prompted_teacher(load(tiny_dir, "gpt2-teacher"), tokenizer, num_virtual_tokens=4)
+    save_prompt(prompted, str(tmp_path))  # with the teacher's identity, checked when it is loaded
+    out = tmp_path / "eb"
+    cli.main([
+        "eval", "--exposure_bias", "--model", str(tiny_dir / "gpt2-student"),
+        "--teacher", str(tiny_dir / "gpt2-teacher"), "--teacher_prompt", str(tmp_path / "teacher_prompt"), "--data_dir", str(data), "--sets", "dolly", "--seeds", "7",
+        "--max_new_tokens", "5", "--exposure_bias_samples", "2", "--batch_size", "2", "--output_dir", str(out),
+        "--disable_tqdm",
+    ])
+    saved = json.loads((out / "scores.json").read_text())
+    eb = saved["sets"]["dolly"]["exposure_bias"]
+    # The same numbers as the function, on the prompted teacher and the same prompts, seed and decoding.
+    expected = exposure_bias(
+        load_prompt_adapter(load(tiny_dir, "gpt2-teacher"), str(tmp_path / "teacher_prompt")),
+        load(tiny_dir, "gpt2-student"), tokenizer, [ex["prompt"] for ex in load_eval_set(data, "dolly")],
+        max_new_tokens=5, num_samples=2, batch_size=2, seed=7, show_progress=False,
+    )
+    assert eb["lengths"] == [1, 2, 3, 4, 5] and eb["num_samples"] == 2 and eb["seed"] == 7
+    assert eb["exaccerr"] == pytest.approx(expected.exaccerr, rel=1e-6)
+    assert eb["regret_student_samples"] == pytest.approx(expected.regret_student_samples, rel=1e-6)
+    printed = capsys.readouterr()
+    assert "ExAccErr" in printed.out and f"{eb['exaccerr'][-1]:.2f}" in printed.out
+    assert "exposure bias" not in printed.err  # --disable_tqdm: no bar
+    assert saved["sets"]["dolly"]["num_examples"] == 3 and saved["teacher_prompt"] == str(tmp_path / "teacher_prompt")
+    with pytest.raises(ValueError, match="--model and --teacher"):
+        cli.main(["eval", "--exposure_bias", "--model", str(tiny_dir / "gpt2-student"), "--data_dir", str(data)])
