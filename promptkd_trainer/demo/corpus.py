@@ -51,7 +51,7 @@ def _sentence(rng: random.Random) -> str:
             f"A {role} asks a question and the {rng.choice(ROLES)} gives an answer.",
             f"The {adj} {word} is in the {place}.",
             f"Every {role} has a {word}.",
-            f"Write a short answer to the question.",
+            "Write a short answer to the question.",
         )
     )
 
