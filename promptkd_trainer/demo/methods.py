@@ -67,17 +67,21 @@ DISTILL_MAX_LENGTH = 128
 `max_new_tokens`; below the models' 256 positions even with 20 virtual tokens, so no method is cut differently."""
 
 
-def distill_config(cfg, method: str, seed: int, output_dir: str) -> PromptKDConfig:
-    """The [`PromptKDConfig`] of a KD method (or an ablation) under the demo's shared protocol."""
-    settings = dict(KD_SETTINGS.get(method, {}) if method in KD_SETTINGS else ABLATIONS[method])
-    if "teacher_learning_rate_factor" in settings:
-        settings["teacher_learning_rate"] = settings.pop("teacher_learning_rate_factor") * cfg.learning_rate
+def cpu_protocol_config(
+    output_dir: str, *, steps: int, learning_rate: float, batch_size: int, seed: int, max_new_tokens: int,
+    max_length: int, **settings,
+) -> PromptKDConfig:
+    """A [`PromptKDConfig`] for a short CPU run under a protocol shared by every method: constant learning rate, no
+    checkpoints or loggers, the loss terms logged at every step, no gradient checkpointing (see the module
+    docstring), fp32. `settings` are the method's own (e.g. `num_virtual_tokens=0`). Used by the demo and by
+    `examples/smollm2/run.py`.
+    """
     return PromptKDConfig(
         output_dir=output_dir,
-        max_steps=cfg.steps,
-        learning_rate=cfg.learning_rate,
+        max_steps=steps,
+        learning_rate=learning_rate,
         lr_scheduler_type="constant",
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=batch_size,
         seed=seed,
         use_cpu=True,
         bf16=False,
@@ -85,12 +89,22 @@ def distill_config(cfg, method: str, seed: int, output_dir: str) -> PromptKDConf
         save_strategy="no",
         logging_steps=1,  # the loss terms at every step, for the report's curves
         disable_tqdm=True,
-        max_new_tokens=cfg.max_new_tokens,
-        max_length=DISTILL_MAX_LENGTH,
-        update_order=cfg.update_order,
+        max_new_tokens=max_new_tokens,
+        max_length=max_length,
         dataloader_pin_memory=False,
-        gradient_checkpointing=False,  # see the module docstring
+        gradient_checkpointing=False,
         **settings,
+    )
+
+
+def distill_config(cfg, method: str, seed: int, output_dir: str) -> PromptKDConfig:
+    """The [`PromptKDConfig`] of a KD method (or an ablation) under the demo's shared protocol."""
+    settings = dict(KD_SETTINGS[method] if method in KD_SETTINGS else ABLATIONS[method])
+    if "teacher_learning_rate_factor" in settings:
+        settings["teacher_learning_rate"] = settings.pop("teacher_learning_rate_factor") * cfg.learning_rate
+    return cpu_protocol_config(
+        output_dir, steps=cfg.steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed,
+        max_new_tokens=cfg.max_new_tokens, max_length=DISTILL_MAX_LENGTH, update_order=cfg.update_order, **settings,
     )
 
 
