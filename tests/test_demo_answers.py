@@ -26,6 +26,9 @@ CASES = [
     ("lookup", "pear",
      ["The fruit is pear.", "pear is the fruit.", "The answer is pear."],
      ["The fruit is plum.", "The fruit is pear, not plum.", "The answer is tennis.", "The fruit is pears."]),
+    ("facts", "Tokyo",
+     ["Theo lives in Tokyo.", "The city of Theo is Tokyo.", "It is Tokyo.", "Tokyo"],
+     ["Theo lives in Paris.", "Theo lives in Tokyo or Rome.", "Theo lives in a city.", "Theo's pet is Tokyo's cat."]),
     ("extract", "dog",
      ["The second word is dog.", "dog is the second word.", "It is dog.", "dog"],
      ["The second word is cat.", "It is dog or cat.", "The second word is.", "dogs"]),
@@ -60,7 +63,8 @@ def test_extract_answer_forms():
 
 
 def test_every_reference_of_the_dataset_is_right_and_others_answers_are_wrong():
-    data = make_dataset(300, 0, 0, seed=5, families=["arithmetic", "count", "lookup", "extract"], template="short")
+    families = ["arithmetic", "count", "lookup", "extract", "facts"]
+    data = make_dataset(300, 0, 0, seed=5, families=families, template="short")
     rows = data["train"]
     for row in rows:
         for ref in row["references"]:

@@ -9,6 +9,7 @@ compares it with the truth, per task family:
 |---|---|---|
 | `arithmetic`, `count` | the first integer in the answer | it equals the true number |
 | `lookup` | the look-up values (any key's) that the answer names | exactly one, the true value |
+| `facts` | the attribute values (colors, cities, pets, sports, foods) that the answer names | exactly one, the true value |
 | `extract` | the task words the answer names | exactly one, the true word |
 | list families (`reverse`, `sort`, `uppercase`, `dedupe`, `commas`, `numbered`) | the task words, in order | \
 the true list, in order |
@@ -21,12 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .tasks import FACTS, TASK_FAMILIES, WORDS
+from .tasks import FACT_ATTRIBUTES, FACTS, TASK_FAMILIES, WORDS
 
 
 NUMBER_FAMILIES = ("arithmetic", "count")
 LIST_FAMILIES = ("reverse", "sort", "uppercase", "dedupe", "commas", "numbered")
 _LOOKUP_VALUES = frozenset(v for values in FACTS.values() for v in values)
+_WORLD_VALUES = frozenset(v for a in FACT_ATTRIBUTES for v in FACTS[a])
 _TASK_WORDS = frozenset(WORDS) | frozenset(w.upper() for w in WORDS)
 _TOKEN = re.compile(r"[A-Za-z]+|\d+")
 
@@ -43,7 +45,7 @@ def extract_answer(family: str, text: str) -> str | None:
     if family in NUMBER_FAMILIES:
         numbers = [t for t in tokens if t.isdigit()]
         return str(int(numbers[0])) if numbers else None
-    pool = _LOOKUP_VALUES if family == "lookup" else _TASK_WORDS
+    pool = {"lookup": _LOOKUP_VALUES, "facts": _WORLD_VALUES}.get(family, _TASK_WORDS)
     found = [t for t in tokens if t in pool]
     if family in LIST_FAMILIES:
         return " ".join(found) if found else None

@@ -100,6 +100,40 @@ FACTS = {
 
 ORDINALS = ("first", "second", "third", "last")
 
+# The `facts` family's world: what each person likes, a fixed table (its own seed, not the data's), so that every
+# split asks about the same world. 40 people x 5 attributes = 200 facts: a teacher trained on thousands of rows knows
+# them all, a student that saw a few hundred rows knows few.
+PEOPLE = NAMES + (
+    "Adam", "Bella", "Carl", "Dora", "Eric", "Fiona", "Gus", "Hana", "Ivan", "Jade", "Kurt", "Lena", "Milo", "Nina",
+    "Omar", "Pia", "Quinn", "Rosa", "Theo", "Uma", "Vera", "Will", "Xena", "Yara", "Zack", "Otto", "Ella", "Finn",
+)  # fmt: skip
+FACT_ATTRIBUTES = ("color", "city", "pet", "sport", "food")
+FACTS_WORLD_SEED = 1234
+_FACT_QUESTIONS = {
+    "color": ("What is {p}'s favourite color?", "Which color does {p} like best?"),
+    "city": ("Where does {p} live?", "In which city does {p} live?"),
+    "pet": ("What pet does {p} have?", "Which pet does {p} keep?"),
+    "sport": ("What sport does {p} play?", "Which sport does {p} like?"),
+    "food": ("What is {p}'s favourite food?", "Which food does {p} like best?"),
+}
+_FACT_ANSWERS = {
+    "color": "{p}'s favourite color is {v}.",
+    "city": "{p} lives in {v}.",
+    "pet": "{p} has a {v}.",
+    "sport": "{p} plays {v}.",
+    "food": "{p}'s favourite food is {v}.",
+}
+# Scene sentences before the question: they make each prompt distinct (the splits share no prompt) and say nothing
+# about the answer.
+_SCENE_ADJECTIVES = ("small", "big", "old", "new", "red", "blue", "quiet", "happy", "long", "short")
+_SCENE_PLACES = ("school", "garden", "kitchen", "library", "park", "market", "village", "forest", "river", "city")
+
+
+def world_facts() -> dict[tuple[str, str], str]:
+    """The `facts` family's table: (person, attribute) -> value, the same for every seed and split."""
+    rng = random.Random(FACTS_WORLD_SEED)
+    return {(p, a): rng.choice(FACTS[a]) for p in PEOPLE for a in FACT_ATTRIBUTES}
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Families. Each generator takes a `random.Random` and returns (instruction, input, completion, extra_references,
 # answer), where `answer` is the content that [`~promptkd_trainer.demo.answers`] checks (a number, a word or the
@@ -232,6 +266,19 @@ def _extract(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     return instruction, " ".join(words), *_pick(rng, wordings, word)
 
 
+_WORLD = world_facts()
+
+
+def _facts(rng: random.Random) -> tuple[str, str, str, list[str], str]:
+    person, attribute = rng.choice(PEOPLE), rng.choice(FACT_ATTRIBUTES)
+    value = _WORLD[person, attribute]
+    scene = f"The {rng.choice(_SCENE_ADJECTIVES)} {rng.choice(WORDS)} is in the {rng.choice(_SCENE_PLACES)}."
+    question = rng.choice(_FACT_QUESTIONS[attribute]).format(p=person)
+    wordings = [_FACT_ANSWERS[attribute].format(p=person, v=value), f"The {attribute} of {person} is {value}.",
+                f"It is {value}.", f"The answer is {value}."]
+    return f"{scene} {question}", "", *_pick(rng, wordings, value)
+
+
 _GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str], str]]] = {
     "arithmetic": _arithmetic,
     "count": _count,
@@ -243,6 +290,7 @@ _GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str],
     "commas": _commas,
     "numbered": _numbered,
     "extract": _extract,
+    "facts": _facts,
 }
 
 TASK_FAMILIES: tuple[str, ...] = tuple(_GENERATORS)
@@ -282,7 +330,7 @@ def vocabulary_texts(repeat: int = 5) -> list[str]:
         repeat (`int`, *optional*, defaults to `5`):
             Copies of each line, so that the merges are frequent enough to be learned.
     """
-    words = sorted(set(WORDS) | set(NAMES) | {v for values in FACTS.values() for v in values} | set(FACTS))
+    words = sorted(set(WORDS) | set(PEOPLE) | {v for values in FACTS.values() for v in values} | set(FACTS))
     words += sorted({w for pair in ITEMS for w in pair} | {w.upper() for w in WORDS})
     lines = ["\n".join(words), " ".join(words)]
     return lines * repeat
