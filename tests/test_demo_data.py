@@ -12,7 +12,6 @@ from promptkd_trainer.demo.tasks import (
     ALPACA_TEMPLATE_WITH_INPUT,
     FACT_ATTRIBUTES,
     FACTS,
-    NAMES,
     PEOPLE,
     TASK_FAMILIES,
     WORDS,

@@ -9,7 +9,7 @@ compares it with the truth, per task family:
 |---|---|---|
 | `arithmetic`, `count` | the first integer in the answer | it equals the true number |
 | `lookup` | the look-up values (any key's) that the answer names | exactly one, the true value |
-| `facts` | the attribute values (colors, cities, pets, sports, foods) that the answer names | exactly one, the true value |
+| `facts` | the attribute values (colors, cities, pets, sports, foods) the answer names | exactly one, the true one |
 | `extract` | the task words the answer names | exactly one, the true word |
 | list families (`reverse`, `sort`, `uppercase`, `dedupe`, `commas`, `numbered`) | the task words, in order | \
 the true list, in order |
