@@ -27,7 +27,7 @@ from transformers.utils import logging
 
 from ..pretrained import default_cache_dir
 from .corpus import english_corpus
-from .models import build_model, count_parameters
+from .models import MODEL_SIZES, build_model, count_parameters
 from .tasks import make_dataset, vocabulary_texts
 from .tokenizer import train_tokenizer
 from .training import pretraining_dataset, sft_dataset, train_causal_lm
@@ -71,6 +71,8 @@ def model_key(cfg, data) -> str:
     right for the tasks whichever manual they read (the pre-built ones are used on every Python).
     """
     settings = {name: getattr(cfg, name) for name in _MODEL_SETTINGS}
+    # The presets' shapes, not only their names: changing a preset is a new entry.
+    settings["sizes"] = {role: MODEL_SIZES.get(getattr(cfg, f"{role}_size")) for role in ("teacher", "student")}
     texts = list(data["train"]["prompt"]) + list(data["train"]["completion"])
     settings["texts"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -89,10 +89,10 @@ class DemoConfig:
     teacher_sft_steps: int = field(default=1600, metadata={"help": "SFT steps of the teacher on n_train rows."})
     student_sft_steps: int = field(default=60, metadata={"help": "SFT steps of the student on n_labelled rows."})
     # Distillation: the same for every method.
-    steps: int = field(default=40, metadata={"help": "Training steps of every method."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of every method (and the prompt)."})
+    steps: int = field(default=100, metadata={"help": "Training steps of every method."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of every method (and the prompt)."})
     batch_size: int = field(default=16, metadata={"help": "Batch size of every method."})
-    seeds: list[int] = field(default_factory=lambda: [10, 20, 30], metadata={"help": "Seeds of the runs."})
+    seeds: list[int] = field(default_factory=lambda: [10, 20, 30, 40, 50], metadata={"help": "Seeds of the runs."})
     methods: list[str] = field(
         default_factory=lambda: list(METHODS), metadata={"help": "Methods to run.", "choices": list(METHODS)}
     )
