@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
 from ..pretrained import default_cache_dir
@@ -101,13 +102,9 @@ class DemoModels:
     source: str = "built"
 
     def load(self, role: str):
-        from transformers import AutoModelForCausalLM
-
         return AutoModelForCausalLM.from_pretrained(self.path / role)
 
     def tokenizer(self):
-        from transformers import AutoTokenizer
-
         return AutoTokenizer.from_pretrained(self.path / "teacher")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.utils import logging
 
 
@@ -62,8 +63,6 @@ def build_model(
         [`~transformers.PreTrainedModel`]: The model in train mode, fp32, with dropout 0 and tied input/output
         embeddings; `generation_config` has `pad_token_id`/`eos_token_id` set and greedy decoding.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
     if isinstance(size, str):
         if size not in MODEL_SIZES:
             raise ValueError(f"Unknown size {size!r}; pass one of {sorted(MODEL_SIZES)} or a mapping.")

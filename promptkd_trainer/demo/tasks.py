@@ -47,6 +47,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from datasets import Dataset, DatasetDict, Features, List, Value
 from transformers.utils import logging
 
 from ..formats import ALPACA_TEMPLATE, ALPACA_TEMPLATE_WITH_INPUT
@@ -426,8 +427,6 @@ def make_dataset(
     >>> print(ds["train"][0]["prompt"] + ds["train"][0]["completion"])
     ```
     """
-    from datasets import Dataset, DatasetDict, Features, List, Value
-
     families = tuple(families) if families is not None else TASK_FAMILIES
     if not families:
         raise ValueError("`families` must name at least one task family.")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging
 
 
@@ -71,9 +73,6 @@ def train_tokenizer(
         [`~transformers.PreTrainedTokenizerFast`]: `eos_token == bos_token == unk_token == "<|endoftext|>"`,
         `pad_token == "<|pad|>"` (ids 0 and 1), right padding, no BOS/EOS added by `__call__`.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     # Extra texts are repeated so that their merges outrank the data's rare ones (each appears once otherwise and
     # would stay split into bytes).
     corpus = list(texts) + list(extra_texts) * extra_texts_repeat
