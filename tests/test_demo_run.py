@@ -183,3 +183,21 @@ def test_rebuild_models_writes_prebuilt_models_that_learned_and_are_used(tmp_pat
     main(["demo", "--output_dir", str(tmp_path / "out2"), "--cache_dir", str(tmp_path / "cache"), *sizes])
     results = json.loads((tmp_path / "out2" / "results.json").read_text())
     assert results["models"]["source"] == "prebuilt" and not (tmp_path / "cache").exists()
+
+
+def test_the_shipped_models_match_the_default_settings():
+    """A change to the tasks, the presets or a model setting must come with `promptkd demo --rebuild_models`:
+    otherwise the default demo would ignore the shipped models and build its own (about 20 minutes)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptkd_trainer.demo.build import PREBUILT_DIR, make_data, model_key
+    from promptkd_trainer.demo.defaults import DemoConfig
+
+    cfg = DemoConfig()
+    info = json.loads((PREBUILT_DIR / "info.json").read_text())
+    assert info["key"] == model_key(cfg, make_data(cfg))
+    tokenizer = AutoTokenizer.from_pretrained(PREBUILT_DIR / "teacher")
+    for role in ("teacher", "student"):
+        model = AutoModelForCausalLM.from_pretrained(PREBUILT_DIR / role)
+        assert model.config.vocab_size == len(tokenizer) == info["vocab_size"]
+        assert sum(p.numel() for p in model.parameters()) == info[f"{role}_parameters"]
