@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs into .venv if needed, then runs the offline end-to-end PromptKD demo on CPU
-# (pretrained + SFT Llama teacher and student, five methods under one protocol, ROUGE-L over 3 seeds).
+# (pre-built Llama teacher and student, five methods under one protocol over several seeds, answer accuracy and
+# ROUGE-L, PromptKD - on-policy with a paired 95 % interval; docs/demo.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

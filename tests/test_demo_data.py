@@ -10,13 +10,15 @@ from promptkd_trainer.demo.models import MODEL_SIZES, build_model, count_paramet
 from promptkd_trainer.demo.tasks import (
     ALPACA_TEMPLATE,
     ALPACA_TEMPLATE_WITH_INPUT,
+    FACT_ATTRIBUTES,
     FACTS,
-    NAMES,
+    PEOPLE,
     TASK_FAMILIES,
     WORDS,
     format_prompt,
     make_dataset,
     vocabulary_texts,
+    world_facts,
 )
 from promptkd_trainer.demo.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
 from promptkd_trainer.demo.training import pretraining_dataset, sft_dataset, train_causal_lm
@@ -40,7 +42,7 @@ def tok(data):
 def test_columns_and_sizes(data):
     assert {k: len(v) for k, v in data.items()} == {"train": 400, "validation": 50, "test": 60}
     for split in data.values():
-        assert split.column_names == ["prompt", "completion", "family", "references"]
+        assert split.column_names == ["prompt", "completion", "family", "references", "answer"]
     row = data["train"][0]
     assert row["references"][0] == row["completion"]
     assert row["prompt"].endswith("### Response:\n")
@@ -128,6 +130,11 @@ def _oracle(family, instruction, inp):
         return ", ".join(words)
     if family == "numbered":
         return "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1))
+    if family == "facts":
+        question = instruction.split(". ", 1)[1]  # after the scene sentence
+        person = next(w for w in re.findall(r"[A-Z]\w+", question) if w in PEOPLE)
+        attribute = "city" if "live" in question else next(a for a in FACT_ATTRIBUTES if a in question)
+        return world_facts()[person, attribute]
     if family == "extract":
         ordinal = re.search(r"(first|second|third|last)", instruction).group(1)
         return words[{"first": 0, "second": 1, "third": 2, "last": -1}[ordinal]]
@@ -138,7 +145,8 @@ def test_answers_are_correct(data):
     for row in data["train"]:
         instruction, inp = _parse(row["prompt"])
         expected = _oracle(row["family"], instruction, inp)
-        if row["family"] in ("arithmetic", "count", "lookup"):
+        assert row["answer"] == expected, row
+        if row["family"] in ("arithmetic", "count", "lookup", "extract", "facts"):
             # Sentence answers: the bare value is an accepted reference and is the number/value in the sentence.
             assert expected in row["references"], row
             assert re.search(rf"\b{re.escape(expected)}\b", row["completion"]), row
@@ -146,8 +154,22 @@ def test_answers_are_correct(data):
             assert row["completion"] == expected, row
 
 
+def test_facts_ask_one_fixed_world_in_new_words():
+    # The table does not depend on the data seed: every split and seed asks about the same 200 facts.
+    assert world_facts() == world_facts() and len(world_facts()) == len(PEOPLE) * len(FACT_ATTRIBUTES) == 200
+    a = make_dataset(400, 0, 100, seed=1, families=["facts"], template="short")
+    b = make_dataset(400, 0, 100, seed=2, families=["facts"], template="short")
+    for split in (a["train"], a["test"], b["test"]):
+        for row in split:
+            instruction, _ = _parse(row["prompt"])
+            assert _oracle("facts", instruction, "") == row["answer"]
+    # Held-out prompts are new strings about facts the training rows state (a scene sentence makes them distinct).
+    assert not set(a["train"]["prompt"]) & set(a["test"]["prompt"])
+    assert {r["answer"] for r in a["test"]} <= {r["answer"] for r in a["train"]}
+
+
 def test_inputs_only_use_known_words(data):
-    vocabulary = set(WORDS) | set(NAMES) | {v for values in FACTS.values() for v in values}
+    vocabulary = set(WORDS) | set(PEOPLE) | {v for values in FACTS.values() for v in values}
     for row in data["train"]:
         _, inp = _parse(row["prompt"])
         tokens = re.findall(r"[A-Za-z]+", inp.replace(":", " "))
@@ -201,9 +223,9 @@ def test_tokenizer_save_and_reload(tok, tmp_path):
 def test_build_model_sizes(tok, family):
     teacher = build_model(tok, "teacher", family, seed=0)
     student = build_model(tok, "student", family, seed=0)
-    # The paper's capacity gap: the teacher has at least 8x the student's non-embedding parameters.
+    # A capacity gap: the teacher has 2-3x the student's non-embedding parameters (twice the depth, a narrower MLP).
     ratio = count_parameters(teacher, embeddings=False) / count_parameters(student, embeddings=False)
-    assert 8.0 <= ratio <= 10.0, ratio
+    assert 2.0 <= ratio <= 3.5, ratio
     # Embeddings (tied with the LM head) are what `embeddings=False` leaves out, counted once.
     embed = teacher.get_input_embeddings().weight.numel()
     positions = teacher.transformer.wpe.weight.numel() if family == "gpt2" else 0

@@ -119,20 +119,15 @@ def evaluate(name, model, tokenizer, examples, args, prompted_teacher=None) -> d
 
 
 def distill_config(output_dir: str, method: str, args):
-    from promptkd_trainer import PromptKDConfig
+    from promptkd_trainer.demo.methods import cpu_protocol_config
 
-    common = dict(
-        output_dir=output_dir, max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="constant",
-        per_device_train_batch_size=args.batch_size, seed=args.seed, use_cpu=True, bf16=False,
-        # SFTConfig (hence PromptKDConfig) turns checkpointing on by default: recomputation, no memory need here.
-        gradient_checkpointing=False,
-        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
+    protocol = dict(
+        steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
         max_new_tokens=args.max_new_tokens, max_length=args.max_prompt_tokens + args.max_new_tokens + 1,
-        dataloader_pin_memory=False,
     )
     if method == "onpolicy":
-        return PromptKDConfig(**common, num_virtual_tokens=0, lmbda=1.0)
-    return PromptKDConfig(**common, lmbda=1.0, teacher_learning_rate=args.prompt_lr)
+        return cpu_protocol_config(output_dir, **protocol, num_virtual_tokens=0, lmbda=1.0)
+    return cpu_protocol_config(output_dir, **protocol, lmbda=1.0, teacher_learning_rate=args.prompt_lr)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from trl.trainer.utils import pad
 from ..divergences import divergence
 from ..generation import generate_answers
 from ..teacher import plain_teacher_logits, prompt_parameter, prompted_teacher_logits
+from .scoring import GENERATION_BATCH_SIZE
 from .training import sft_dataset
 
 
@@ -39,7 +40,8 @@ def kl_probe(student, prompted, tokenizer, prompts: list[str], *, max_new_tokens
     over the answer tokens and their EOS, the positions PromptKD's losses cover.
     """
     answers = generate_answers(
-        student, tokenizer, prompts, do_sample=True, seed=seed, batch_size=64, max_new_tokens=max_new_tokens
+        student, tokenizer, prompts, do_sample=True, seed=seed, batch_size=GENERATION_BATCH_SIZE,
+        max_new_tokens=max_new_tokens,
     )
     rows = sft_dataset(tokenizer, prompts, answers)
     input_ids = pad([torch.tensor(r) for r in rows["input_ids"]], padding_value=tokenizer.pad_token_id)

@@ -6,8 +6,10 @@
 2. the teacher is instruction-tuned on `n_train` task rows; the student is initialised by SFT on the first
    `n_labelled` of them, the only labelled rows it and every distillation method ever see.
 
-The result is cached on disk, keyed by every setting that shapes it, so that a second `promptkd demo` starts at the
-distillation stage.
+The package ships these models, pre-built with the default settings (`prebuilt/`, made by `promptkd demo
+--rebuild_models`): a teacher that answers the tasks right needs more training than a demo run should take. With
+other settings the models are built and cached on disk, keyed by every setting and task text that shapes them, so
+that a second `promptkd demo` starts at the distillation stage.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
-from .. import __version__
+from ..pretrained import default_cache_dir
+from .corpus import english_corpus
+from .models import MODEL_SIZES, build_model, count_parameters
+from .tasks import make_dataset, vocabulary_texts
+from .tokenizer import train_tokenizer
+from .training import pretraining_dataset, sft_dataset, train_causal_lm
 
 
 logger = logging.get_logger(__name__)
@@ -34,29 +42,48 @@ _MODEL_SETTINGS = (
     "sft_batch_size", "teacher_sft_steps", "student_sft_steps",
 )  # fmt: skip
 
+PREBUILT_DIR = Path(__file__).parent / "prebuilt"
+"""The pre-built teacher and student (safetensors and tokenizer files) for the default settings."""
+
+# Offsets of the teacher's and student's initialisation seeds from `data_seed`: two different random inits.
+TEACHER_INIT_SEED_OFFSET, STUDENT_INIT_SEED_OFFSET = 1, 2
+
 
 def make_data(cfg):
-    """The task splits: `train` (the teacher's SFT data), `labelled` (its first `n_labelled` rows) and `test`."""
-    from .tasks import make_dataset
-
+    """The task splits: `train` (the teacher's SFT data), `labelled` (its first `n_labelled` rows), `prompts` (its
+    first `n_prompts` rows: the prompts the distillation methods that need no labels train on) and `test`."""
     data = make_dataset(cfg.n_train, 0, cfg.n_test, seed=cfg.data_seed, families=cfg.families, template="short")
-    if not 0 < cfg.n_labelled <= cfg.n_train:
-        raise ValueError(f"`n_labelled` must be in [1, n_train={cfg.n_train}], got {cfg.n_labelled}.")
-    return {"train": data["train"], "labelled": data["train"].select(range(cfg.n_labelled)), "test": data["test"]}
+    if not 0 < cfg.n_labelled <= cfg.n_prompts <= cfg.n_train:
+        raise ValueError(
+            f"Need 0 < n_labelled <= n_prompts <= n_train, got n_labelled={cfg.n_labelled}, "
+            f"n_prompts={cfg.n_prompts}, n_train={cfg.n_train}."
+        )
+    train = data["train"]
+    return {
+        "train": train, "labelled": train.select(range(cfg.n_labelled)), "prompts": train.select(range(cfg.n_prompts)),
+        "test": data["test"],
+    }
+
+
+def model_key(cfg, data) -> str:
+    """Hash of the settings that shape the models and of the exact task texts they are trained on.
+
+    The pretraining corpus is not hashed: it depends on the Python version's bundled manual, and the models stay
+    right for the tasks whichever manual they read (the pre-built ones are used on every Python).
+    """
+    settings = {name: getattr(cfg, name) for name in _MODEL_SETTINGS}
+    # The presets' shapes, not only their names: changing a preset is a new entry.
+    settings["sizes"] = {role: MODEL_SIZES.get(getattr(cfg, f"{role}_size")) for role in ("teacher", "student")}
+    texts = list(data["train"]["prompt"]) + list(data["train"]["completion"])
+    settings["texts"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_path(cfg, data) -> Path:
-    """`<cache_dir>/<hash of the model settings and of the exact pretraining and SFT texts>`."""
-    from .corpus import english_corpus
-
-    settings = {name: getattr(cfg, name) for name in _MODEL_SETTINGS}
-    # The texts themselves, so that a change of the task generators or of Python's bundled manual is a new entry.
-    texts = english_corpus(seed=cfg.data_seed) + list(data["train"]["prompt"]) + list(data["train"]["completion"])
-    settings.update(package=__version__, texts=hashlib.sha256("\x00".join(texts).encode()).hexdigest())
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    default = Path.home() / ".cache" / "promptkd_trainer" / "demo"
-    root = cfg.cache_dir or os.environ.get("PROMPTKD_DEMO_CACHE") or default
-    return Path(root) / key
+    """`<cache_dir>/<model_key>`; `cache_dir` defaults to the package's cache folder
+    ([`~promptkd_trainer.pretrained.default_cache_dir`]) + `demo`."""
+    root = cfg.cache_dir or os.path.join(default_cache_dir(), "demo")
+    return Path(root) / model_key(cfg, data)
 
 
 @dataclass
@@ -72,49 +99,66 @@ class DemoModels:
     path: Path
     info: dict
     cached: bool
+    source: str = "built"
 
     def load(self, role: str):
-        from transformers import AutoModelForCausalLM
-
         return AutoModelForCausalLM.from_pretrained(self.path / role)
 
     def tokenizer(self):
-        from transformers import AutoTokenizer
-
         return AutoTokenizer.from_pretrained(self.path / "teacher")
 
 
 def build_models(cfg, data, progress) -> DemoModels:
-    """Load the teacher and student from the cache, or make them (pretraining, then SFT) and cache them.
+    """The pre-built models if they match `cfg`, else the cached ones, else make them (pretraining, then SFT) and
+    cache them. With `cfg.rebuild_models`, make them and write them to [`PREBUILT_DIR`] (the package's copy).
 
     Args:
         cfg ([`~promptkd_trainer.demo.defaults.DemoConfig`]): The settings.
         data (`dict`): From [`make_data`].
         progress (`Callable[[int, str], TrainerCallback]`): Makes a progress-bar callback for a stage of n steps.
     """
+    key = model_key(cfg, data)
+    if cfg.rebuild_models:
+        return _write_models(cfg, data, PREBUILT_DIR, progress, key, source="prebuilt")
+    if not cfg.no_cache:
+        prebuilt = _read_info(PREBUILT_DIR)
+        if prebuilt is not None and prebuilt.get("key") == key:
+            logger.info(f"Using the pre-built teacher and student in {PREBUILT_DIR}")
+            return DemoModels(PREBUILT_DIR, prebuilt, cached=True, source="prebuilt")
     path = cache_path(cfg, data)
-    if (path / "info.json").exists() and not cfg.no_cache:
+    info = _read_info(path)
+    if info is not None and not cfg.no_cache:
         logger.info(f"Using the cached teacher and student in {path}")
-        return DemoModels(path, json.loads((path / "info.json").read_text()), cached=True)
+        return DemoModels(path, info, cached=True, source="cache")
+    logger.warning(
+        "No pre-built or cached models for these settings: building them (pretraining and SFT; see the build "
+        "timings in report.md). A second run with the same settings reuses them."
+    )
+    return _write_models(cfg, data, path, progress, key, source="cache")
+
+
+def _read_info(path: Path) -> dict | None:
+    return json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else None
+
+
+def _write_models(cfg, data, path: Path, progress, key: str, source: str) -> DemoModels:
+    """Make the models into a temporary folder next to `path`, then move it to `path` in one step."""
+    start = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}-", dir=path.parent))
     try:
         info = _make_models(cfg, data, tmp, progress)
-        (tmp / "info.json").write_text(json.dumps(info, indent=2))
+        info["key"] = key
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)  # atomic: a cache entry is complete or absent
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return DemoModels(path, info, cached=False)
+    logger.warning(f"Built the teacher and student into {path} in {time.perf_counter() - start:.0f} s")
+    return DemoModels(path, info, cached=False, source=source)
 
 
 def _make_models(cfg, data, out: Path, progress) -> dict:
-    from .corpus import english_corpus
-    from .models import build_model, count_parameters
-    from .tasks import vocabulary_texts
-    from .tokenizer import train_tokenizer
-    from .training import pretraining_dataset, sft_dataset, train_causal_lm
-
     timings, losses = {}, {}
     start = time.perf_counter()
     corpus = english_corpus(seed=cfg.data_seed)
@@ -137,8 +181,10 @@ def _make_models(cfg, data, out: Path, progress) -> dict:
 
     info = {"settings": {k: getattr(cfg, k) for k in _MODEL_SETTINGS}, "corpus_blocks": len(blocks)}
     for role, size, pretrain_steps, sft_rows, sft_steps, seed in (
-        ("teacher", cfg.teacher_size, cfg.teacher_pretrain_steps, train, cfg.teacher_sft_steps, 1),
-        ("student", cfg.student_size, cfg.student_pretrain_steps, data["labelled"], cfg.student_sft_steps, 2),
+        ("teacher", cfg.teacher_size, cfg.teacher_pretrain_steps, train, cfg.teacher_sft_steps,
+         TEACHER_INIT_SEED_OFFSET),
+        ("student", cfg.student_size, cfg.student_pretrain_steps, data["labelled"], cfg.student_sft_steps,
+         STUDENT_INIT_SEED_OFFSET),
     ):
         model = build_model(tokenizer, size, family=cfg.family, seed=cfg.data_seed + seed)
         stage(f"{role} pretraining", model, blocks, pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch_size)

@@ -16,6 +16,7 @@ The corpus is a deterministic function of the Python version and the seed.
 from __future__ import annotations
 
 import random
+from pydoc_data.topics import topics
 
 from .tasks import NAMES, WORDS
 
@@ -28,8 +29,6 @@ ADJECTIVES = ("small", "big", "old", "new", "red", "blue", "quiet", "happy", "lo
 
 def reference_manual_paragraphs() -> list[str]:
     """The paragraphs of CPython's bundled reference manual text (`pydoc_data.topics`), in a fixed order."""
-    from pydoc_data.topics import topics
-
     paragraphs = []
     for name in sorted(topics):
         paragraphs += [p.strip() for p in topics[name].split("\n\n") if len(p.strip()) > 40]

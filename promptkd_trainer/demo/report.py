@@ -1,132 +1,121 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""The demo's outputs: a summary with the checks the demo is built to show, the table, `report.md` and plots.
+"""The demo's outputs: the checks the demo is built to show, the table, `results.json`, `report.md` and plots.
 
-Spreads are sample standard deviations over seeds ([`promptkd_trainer.evaluation.mean_std`]).
+Spreads are sample standard deviations over seeds; intervals are 95 % t-intervals over seeds ([`results.Stats`]).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from ..evaluation import mean_std
+from .plots import write_plots
+from .report_text import format_report
+from .results import BASELINES, Checks, DemoResults, PromptAnalysis, Run, Scores, Stats, paired
 
 
-METRICS = ("rougeL_sampled", "rougeL_greedy", "exact_match_greedy")
-BASELINES = ("kd", "seqkd", "onpolicy")
 ROW_NAMES = {
     "teacher": "teacher (SFT)",
     "teacher_prompt_init": "teacher + initial prompt",
     "teacher_prompt_trained": "teacher + trained prompt",
     "student_init": "student init (SFT)",
 }
+TABLE_METRICS = (
+    ("answer_accuracy_greedy", "answer acc. greedy"),
+    ("answer_accuracy_sampled", "answer acc. sampled"),
+    ("rougeL_sampled", "ROUGE-L sampled"),
+    ("rougeL_greedy", "ROUGE-L greedy"),
+    ("exact_match_greedy", "exact match greedy"),
+)
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    mean, std = mean_std(values)
-    return {"mean": mean, "std": std, "values": list(values)}
+def compute_checks(reference: dict[str, Scores], runs: dict[str, list[Run]], analysis: list[PromptAnalysis]) -> Checks:
+    """The headline numbers, computed from the reference rows, the runs and the prompt analysis."""
+    checks = Checks(
+        teacher_answer_accuracy_greedy=reference["teacher"].answer_accuracy_greedy,
+        student_init_answer_accuracy_greedy=reference["student_init"].answer_accuracy_greedy,
+    )
+    if "teacher_prompt_init" in reference:
+        checks.initial_prompt_cost = {
+            m: reference["teacher"].metric(m) - reference["teacher_prompt_init"].metric(m)
+            for m in ("rougeL_sampled", "rougeL_greedy", "answer_accuracy_greedy", "answer_accuracy_sampled")
+        }
+    if runs.get("promptkd"):
+        checks.loss_reg_step1 = Stats.of([r.first_reg_loss() for r in runs["promptkd"]])
+    baselines = [b for b in BASELINES if runs.get(b)]
+    if runs.get("sft") and baselines:
 
+        def mean(method, metric):
+            return Stats.of([r.scores.metric(metric) for r in runs[method]]).mean
 
-def summarise(cfg, models, reference, runs, prompt_analysis, timings) -> dict[str, Any]:
-    """Collect everything into the `results.json` structure, with the headline checks under `checks`."""
-    reference = dict(reference)
-    if prompt_analysis:
-        # One prompted-teacher row per seed (each seed trains its own prompt): mean (and std) over seeds.
-        trained = [a["teacher_prompt_trained"] for a in prompt_analysis]
-        prompt_analysis = [{k: v for k, v in a.items() if k != "teacher_prompt_trained"} for a in prompt_analysis]
-        row = {k: mean_std([t[k] for t in trained])[0] for k in METRICS}
-        row["rougeL_sampled_std"] = mean_std([t["rougeL_sampled"] for t in trained])[1]
-        reference["teacher_prompt_trained"] = {**row, "examples": trained[0]["examples"]}
-    summary = {m: {k: _stats([r[k] for r in rs]) for k in METRICS} for m, rs in runs.items()}
-    info = models.info
-    results = {
-        "settings": cfg.to_dict(),
-        "models": {
-            "cache": str(models.path),
-            "cached": models.cached,
-            "teacher_parameters": info["teacher_parameters"],
-            "student_parameters": info["student_parameters"],
-            "teacher_non_embedding_parameters": info["teacher_non_embedding_parameters"],
-            "student_non_embedding_parameters": info["student_non_embedding_parameters"],
-            "build_timings_s": info["timings"],
-            "build_losses": info["losses"],
-        },
-        "timings_s": timings,
-        "reference": reference,
-        "summary": summary,
-        "runs": runs,
-        "prompt": prompt_analysis,
-    }
-    results["checks"] = _checks(results)
-    return results
-
-
-def _checks(results: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the demo exists to show (issue-level acceptance: see the README's demo section)."""
-    ref, summary, runs = results["reference"], results["summary"], results["runs"]
-    m = results["models"]
-    checks: dict[str, Any] = {
-        "capacity_ratio": m["teacher_non_embedding_parameters"] / m["student_non_embedding_parameters"],
-        "teacher_student_gap_sampled": ref["teacher"]["rougeL_sampled"] - ref["student_init"]["rougeL_sampled"],
-    }
-    if "teacher_prompt_init" in ref:
-        for kind in ("sampled", "greedy"):
-            key = f"rougeL_{kind}"
-            checks[f"initial_prompt_cost_{kind}"] = ref["teacher"][key] - ref["teacher_prompt_init"][key]
-    if "promptkd" in runs:
-        first = [next(h for h in r["history"] if "loss/reg" in h) for r in runs["promptkd"]]
-        checks["loss_reg_step1"] = _stats([h["loss/reg"] for h in first])
-    baselines = [b for b in BASELINES if b in summary]
-    if "sft" in summary and baselines:
-        best = max(baselines, key=lambda b: summary[b]["rougeL_sampled"]["mean"])
-        b, s = summary[best]["rougeL_sampled"], summary["sft"]["rougeL_sampled"]
-        checks["best_baseline"] = best
-        checks["best_baseline_gain_over_sft"] = b["mean"] - s["mean"]
-        checks["best_baseline_spread_separated"] = b["mean"] - b["std"] > s["mean"] + s["std"]
-    if "promptkd" in runs and "onpolicy" in runs:
-        pk = {r["seed"]: r["rougeL_sampled"] for r in runs["promptkd"]}
-        op = {r["seed"]: r["rougeL_sampled"] for r in runs["onpolicy"]}
-        diffs = [pk[s] - op[s] for s in pk if s in op]
-        checks["promptkd_minus_onpolicy_paired"] = _stats(diffs)
-    if results["prompt"]:
+        best = max(baselines, key=lambda b: mean(b, "answer_accuracy_sampled"))
+        checks.best_baseline = best
+        checks.best_baseline_answer_accuracy_gain_over_sft = mean(best, "answer_accuracy_sampled") - mean(
+            "sft", "answer_accuracy_sampled"
+        )
+        checks.best_baseline_gain_over_sft = mean(best, "rougeL_sampled") - mean("sft", "rougeL_sampled")
+        checks.best_baseline_spread_separated = all(
+            min(r.scores.metric(k) for r in runs[best]) > max(r.scores.metric(k) for r in runs["sft"])
+            for k in ("answer_accuracy_sampled", "rougeL_sampled")
+        )
+    if runs.get("promptkd") and runs.get("onpolicy"):
+        comparison = paired(runs["promptkd"], runs["onpolicy"])
+        checks.promptkd_minus_onpolicy_paired = {
+            "rougeL_sampled": asdict(comparison.rougeL_sampled),
+            "answer_accuracy": asdict(comparison.answer_accuracy_sampled),
+            "variance": comparison.variance,
+            "interval": "95 % Student t over training seeds of the per-seed paired difference",
+        }
+    if analysis:
         for when in ("kl_before", "kl_after"):
             for name in ("kl_prompted_teacher_student", "kl_teacher_student"):
-                checks[f"{when}_{name}"] = mean_std([a[when][name] for a in results["prompt"]])[0]
-        checks["prompt_drift"] = mean_std([a["drift"] for a in results["prompt"]])[0]
+                values = [getattr(a, when)[name] for a in analysis]
+                checks.kl_probe[f"{when}_{name}"] = sum(values) / len(values)
+        checks.prompt_drift = sum(a.drift for a in analysis) / len(analysis)
     return checks
 
 
-def format_table(results: dict[str, Any]) -> str:
+def trained_prompt_row(results: DemoResults) -> dict[str, float] | None:
+    """The teacher with its trained prompt, mean over seeds (each seed trains its own prompt)."""
+    if not results.prompt:
+        return None
+    rows = [a.teacher_prompt_trained for a in results.prompt]
+    return {m: sum(r.metric(m) for r in rows) / len(rows) for m, _ in TABLE_METRICS}
+
+
+def format_table(results: DemoResults) -> str:
     """The results as a Markdown table: reference models, then each method's mean ± std over seeds."""
-    lines = [
-        "| model | ROUGE-L sampled (T=1) | ROUGE-L greedy | exact match greedy |",
-        "|---|---:|---:|---:|",
-    ]
+    header = " | ".join(label for _, label in TABLE_METRICS)
+    lines = [f"| model | {header} |", "|---|" + "---:|" * len(TABLE_METRICS)]
+    reference = {k: {m: v.metric(m) for m, _ in TABLE_METRICS} for k, v in results.reference.items()}
+    trained = trained_prompt_row(results)
+    if trained:
+        reference["teacher_prompt_trained"] = trained
     for key, name in ROW_NAMES.items():
-        row = results["reference"].get(key)
-        if row:
-            lines.append(
-                f"| {name} | {row['rougeL_sampled']:.1f} ± {row['rougeL_sampled_std']:.1f} | "
-                f"{row['rougeL_greedy']:.1f} | {row['exact_match_greedy']:.1f} |"
-            )
-    for method, s in results["summary"].items():
-        cells = " | ".join(f"{s[k]['mean']:.1f} ± {s[k]['std']:.1f}" for k in METRICS)
-        lines.append(f"| {method} | {cells} |")
-    st = results["settings"]
+        if key in reference:
+            lines.append(f"| {name} | " + " | ".join(f"{reference[key][m]:.1f}" for m, _ in TABLE_METRICS) + " |")
+    for method in results.runs:
+        if results.runs[method]:
+            cells = []
+            for m, _ in TABLE_METRICS:
+                s = results.summary(method, m)
+                cells.append(f"{s.mean:.1f} ± {s.std:.1f}")
+            lines.append(f"| {method} | {' | '.join(cells)} |")
+    st = results.settings
     lines.append(
-        f"\nMean ± sample std over seeds {st['seeds']}; every method: {st['steps']} steps, batch {st['batch_size']}, "
-        f"lr {st['learning_rate']} (constant), the same {st['n_labelled']} prompts."
+        f"\nMethods: mean ± sample std over seeds {st['seeds']}. Every method: {st['steps']} steps, batch "
+        f"{st['batch_size']}, lr {st['learning_rate']} (constant); sft and kd on the {st['n_labelled']} labelled "
+        "rows, "
+        f"seqkd, onpolicy and promptkd on {st['n_prompts']} prompts. Test: {st['n_test']} held-out prompts, "
+        f"{st['eval_samples']} sampled answers (T=1) each and one greedy."
     )
     return "\n".join(lines)
 
 
-def write_outputs(results: dict[str, Any], out: Path, plots: bool = True) -> list[str]:
+def write_outputs(results: DemoResults, out: Path, plots: bool = True) -> list[str]:
     """Write `results.json`, `report.md` and (with matplotlib) the plots; return the paths written."""
-    from .plots import write_plots
-    from .report_text import format_report
-
     written = write_plots(results, out) if plots else []
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2, default=str), encoding="utf-8")
     (out / "report.md").write_text(format_report(results, format_table(results), written), encoding="utf-8")
     return [str(out / name) for name in ("results.json", "report.md", *written)]

@@ -1,90 +1,151 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`report.md`: the demo's table with the setting, the checks, what the prompt learned and, measured, why."""
+"""`report.md`: the demo's table with the setting, the checks, the paired comparison, exposure bias, what the prompt
+learned and, measured, why."""
 
 from __future__ import annotations
 
-from typing import Any
+from .results import DemoResults
 
 
-def _pm(stats: dict[str, float]) -> str:
-    return f"{stats['mean']:+.2f} ± {stats['std']:.2f}"
+def _ci(stats: dict | object) -> str:
+    s = stats if isinstance(stats, dict) else stats.__dict__
+    return f"{s['mean']:+.2f} [{s['ci95_low']:+.2f}, {s['ci95_high']:+.2f}]"
 
 
-def format_report(results: dict[str, Any], table: str, plots: list[str]) -> str:
+def format_report(results: DemoResults, table: str, plots: list[str]) -> str:
     """The Markdown report (plots are linked by file name, next to it)."""
     lines = ["# PromptKD demo report", "", *_setting(results), "", table, "", *_checks(results)]
-    if results["prompt"]:
+    if results.exposure_bias:
+        lines += ["", *_exposure(results)]
+    if results.ablations:
+        lines += ["", *_ablations(results)]
+    if results.prompt:
         lines += ["", *_prompt(results), "", *_terms(results)]
-    lines += ["", *[f"![{p}]({p})" for p in plots]]
-    t = results["timings_s"]
-    build = results["models"]["build_timings_s"]
+    lines += ["", *_examples(results), "", *[f"![{p}]({p})" for p in plots]]
+    t, build = results.timings_s, results.models["build_timings_s"]
     lines += [
         "",
         "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in t.items())
-        + ("; models loaded from the cache" if results["models"]["cached"] else "")
-        + ". Model building: " + ", ".join(f"{k} {v:.0f}" for k, v in build.items()) + ".",
+        + f"; models: {results.models['source']} ({results.models['path']})"
+        + ". Model building (when they were made): " + ", ".join(f"{k} {v:.0f}" for k, v in build.items()) + ".",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _setting(results):
-    s, m = results["settings"], results["models"]
+    s, m = results.settings, results.models
     return [
         f"A {s['family']} teacher ({m['teacher_parameters']:,} parameters, {m['teacher_non_embedding_parameters']:,} "
         f"without embeddings) and a student ({m['student_parameters']:,}; "
         f"{m['student_non_embedding_parameters']:,}) are both pretrained on English text (CPython's bundled reference "
-        f"manual and generated sentences, packed in blocks of {s['block_size']} tokens), then instruction-tuned: the "
-        f"teacher on {s['n_train']:,} task rows, the student on {s['n_labelled']} of them. Those {s['n_labelled']} "
-        "rows are all the student and every method ever see: the student is limited by data, and the teacher knows "
-        f"more than its labels say. Tasks: {', '.join(s['families'])}, each answer with several good wordings "
-        f"(references: all of them). Test: {s['n_test']} held-out prompts, ROUGE-L x100 (sampled at T=1, "
-        "and greedy), the papers' decoding.",
+        f"manual and generated sentences), then instruction-tuned: the teacher on {s['n_train']:,} task rows, the "
+        f"student on {s['n_labelled']} of them, the only labelled rows it and the label-using methods (sft, kd) ever "
+        f"see; seqkd, onpolicy and promptkd train on {s['n_prompts']} prompts without their answers. Tasks: "
+        f"{', '.join(s['families'])}, each answer with several good wordings (references: all of them). Answer "
+        "accuracy checks the content (the number, word or value) whatever the wording; ROUGE-L x100 is the best "
+        "over the references; decoding is the papers' (T=1, no top-k/top-p).",
     ]
 
 
 def _checks(results):
-    c = results["checks"]
+    c = results.checks
     lines = ["## Checks", ""]
-    lines.append(f"- Capacity: the teacher has {c['capacity_ratio']:.1f}x the student's non-embedding parameters.")
-    if "loss_reg_step1" in c:
+    lines.append(
+        f"- The teacher is right: greedy answer accuracy {c.teacher_answer_accuracy_greedy:.1f} %; the SFT student: "
+        f"{c.student_init_answer_accuracy_greedy:.1f} %."
+    )
+    if c.loss_reg_step1 is not None:
+        cost = c.initial_prompt_cost
         lines.append(
-            f"- The initial prompt is a nudge: `loss/reg` at PromptKD step 1 is {c['loss_reg_step1']['mean']:.3f} "
-            f"nats/token; with it the teacher scores {-c['initial_prompt_cost_sampled']:+.1f} ROUGE-L sampled and "
-            f"{-c['initial_prompt_cost_greedy']:+.1f} greedy against the teacher without it."
+            f"- The initial prompt is a nudge: `loss/reg` at PromptKD step 1 is {c.loss_reg_step1.mean:.3f} "
+            f"nats/token; it costs the teacher {cost['rougeL_sampled']:+.1f} ROUGE-L sampled, "
+            f"{cost['rougeL_greedy']:+.1f} greedy and {cost['answer_accuracy_greedy']:+.1f} points of greedy answer "
+            "accuracy (teacher minus teacher with the initial prompt)."
         )
-    lines.append(f"- Teacher - student init gap: {c['teacher_student_gap_sampled']:.1f} ROUGE-L (sampled).")
-    if "best_baseline" in c:
-        sep = "do not overlap" if c["best_baseline_spread_separated"] else "overlap"
+    if c.best_baseline is not None:
+        sep = "do not overlap" if c.best_baseline_spread_separated else "overlap"
         lines.append(
-            f"- Distillation vs continued SFT: the best baseline, `{c['best_baseline']}`, is "
-            f"{c['best_baseline_gain_over_sft']:+.2f} points (sampled) from `sft`; their mean ± std intervals {sep}."
+            f"- Distillation vs continued SFT: the best baseline, `{c.best_baseline}`, beats `sft` by "
+            f"{c.best_baseline_answer_accuracy_gain_over_sft:+.1f} points of answer accuracy and "
+            f"{c.best_baseline_gain_over_sft:+.1f} ROUGE-L (sampled); their seed ranges {sep}."
         )
-    if "promptkd_minus_onpolicy_paired" in c:
-        d = c["promptkd_minus_onpolicy_paired"]
-        per_seed = ", ".join(f"{v:+.2f}" for v in d["values"])
+    if c.promptkd_minus_onpolicy_paired:
+        d = c.promptkd_minus_onpolicy_paired
+        r, a = d["rougeL_sampled"], d["answer_accuracy"]
+        sign = _sign(r)
+        lines += [
+            f"- **PromptKD - on-policy** (paired: same seeds, prompts and sampling seeds; mean [95 % t-interval over "
+            f"{r['n']} training seeds]): ROUGE-L sampled {_ci(r)}, answer accuracy {_ci(a)}. {sign}",
+            "  Per seed (ROUGE-L): " + ", ".join(f"{v:+.2f}" for v in r["values"]) + ".",
+        ]
+        v = d["variance"]["rougeL_sampled"]
         lines.append(
-            f"- PromptKD - on-policy (same seeds, sampled ROUGE-L): {_pm(d)} (per seed: {per_seed})."
+            f"- Where the variance is (ROUGE-L, squared points): between seeds {v['between_seed_var']:.2f}; of which "
+            f"evaluation (prompts and samples) about {v['within_seed_var']:.2f}, training about "
+            f"{v['training_var']:.2f}."
         )
     return lines
 
 
+def _sign(stats: dict) -> str:
+    if stats["ci95_low"] > 0:
+        return "PromptKD's prompt gives a better student here."
+    if stats["ci95_high"] < 0:
+        return "PromptKD's prompt gives a worse student here: on-policy distillation without it is better."
+    return "The interval covers 0: at this scale the prompt neither helps nor hurts measurably."
+
+
+def _exposure(results):
+    lines = [
+        "## Exposure bias (ExAccErr, %)",
+        "",
+        "The official code's metric (`evaluate_exposure_bias.py`): the cumulative KL(teacher ‖ student) over the "
+        "first l tokens of the student's own samples, relative to the same on the teacher's samples, minus 1, x100; "
+        "mean over seeds. Lower: the student's errors compound less on its own text.",
+        "",
+    ]
+    methods = list(results.exposure_bias)
+    lengths = results.exposure_bias[methods[0]][0]["lengths"]
+    lines += ["| student | " + " | ".join(f"l={n}" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    for method in methods:
+        per_seed = [r["exaccerr"] for r in results.exposure_bias[method]]
+        cells = []
+        for i in range(len(lengths)):
+            values = [v[i] for v in per_seed if v[i] == v[i]]  # skip nan (E(l) = 0)
+            cells.append(f"{sum(values) / len(values):.1f}" if values else "n/a")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ablations(results):
+    lines = [
+        "## Ablations (each minus full PromptKD, paired by seed; mean [95 % t-interval])",
+        "",
+        "| ablation | ROUGE-L sampled | answer accuracy sampled |",
+        "|---|---:|---:|",
+    ]
+    for name, row in results.ablations.items():
+        lines.append(f"| {name} | {_ci(row['rougeL_sampled'])} | {_ci(row['answer_accuracy_sampled'])} |")
+    return lines
+
+
 def _prompt(results):
-    analysis, c = results["prompt"], results["checks"]
+    analysis, c = results.prompt, results.checks
     first = analysis[0]
     lines = [
         "## What the prompt learned",
         "",
-        f"Nearest vocabulary tokens (cosine, input embeddings) of each virtual token, seed {first['seed']}; the "
-        f"prompt moved by {c['prompt_drift']:.2f} of its norm on average over seeds.",
+        f"Nearest vocabulary tokens (cosine, input embeddings) of each virtual token, seed {first.seed}; the prompt "
+        f"moved by {c.prompt_drift:.2f} of its norm on average over seeds.",
         "",
         "| virtual token | at initialisation | after training |",
         "|---|---|---|",
     ]
-    for i, (a, b) in enumerate(zip(first["nearest_tokens_init"], first["nearest_tokens_final"])):
+    for i, (a, b) in enumerate(zip(first.nearest_tokens_init, first.nearest_tokens_final)):
         lines.append(f"| {i} | {' '.join(f'`{t}`' for t in a)} | {' '.join(f'`{t}`' for t in b)} |")
     lines += [
         "",
-        f"KL on the student's own samples for {results['settings']['kl_probe_prompts']} held-out prompts (nats per "
+        f"KL on the student's own samples for {results.settings['kl_probe_prompts']} held-out prompts (nats per "
         "answer token, mean over seeds). The paper's claim is that training makes the prompted teacher closer to the "
         "student than the plain teacher is.",
         "",
@@ -93,13 +154,13 @@ def _prompt(results):
     ]
     for when, label in (("kl_before", "initial student, initial prompt"), ("kl_after", "trained student and prompt")):
         lines.append(
-            f"| {label} | {c[f'{when}_kl_prompted_teacher_student']:.3f} | {c[f'{when}_kl_teacher_student']:.3f} |"
+            f"| {label} | {c.kl_probe[f'{when}_kl_prompted_teacher_student']:.3f} | "
+            f"{c.kl_probe[f'{when}_kl_teacher_student']:.3f} |"
         )
     return lines
 
 
 def _terms(results):
-    runs, ref = results["runs"]["promptkd"], results["reference"]
     lines = [
         "## PromptKD's terms over training (measured)",
         "",
@@ -109,33 +170,33 @@ def _terms(results):
         "| seed | loss/student | loss/prompt | loss/reg |",
         "|---|---|---|---|",
     ]
-    for run in runs:
-        h = [x for x in run["history"] if "loss/student" in x]
+    for run in results.runs["promptkd"]:
+        h = [x for x in run.history if "loss/student" in x]
         reg = [x for x in h if x.get("reg_weight", 1.0) > 0] or h
         cells = [f"{h[0][k]:.3f} → {h[-1][k]:.3f}" for k in ("loss/student", "loss/prompt")]
         cells.append(f"{reg[0]['loss/reg']:.3f} → {reg[-1]['loss/reg']:.3f}")
-        lines.append(f"| {run['seed']} | {' | '.join(cells)} |")
-    if "teacher_prompt_trained" in ref:
-        lines += [
-            "",
-            "The student's target: the teacher scores "
-            f"{ref['teacher']['rougeL_sampled']:.1f} sampled without a prompt, "
-            f"{ref['teacher_prompt_init']['rougeL_sampled']:.1f} with the initial prompt and "
-            f"{ref['teacher_prompt_trained']['rougeL_sampled']:.1f} with its trained prompt (mean over seeds).",
-        ]
-    c = results["checks"]
-    paired = c.get("promptkd_minus_onpolicy_paired")
-    if paired and paired["mean"] < 0:
-        kl_gain = c["kl_after_kl_teacher_student"] - c["kl_after_kl_prompted_teacher_student"]
-        lines += [
-            "",
-            f"Where PromptKD trails the prompt-less on-policy baseline ({paired['mean']:+.2f} ± {paired['std']:.2f} "
-            f"points), the measurements above say what its prompt did: it moved by {c['prompt_drift']:.2f} of its "
-            f"norm, it brought the teacher {kl_gain:.3f} nats/token closer to the trained student than the plain "
-            "teacher is, and the prompted teacher's own ROUGE-L moved by "
-            f"{ref['teacher_prompt_trained']['rougeL_sampled'] - ref['teacher']['rougeL_sampled']:+.1f} points. "
-            "A target closer to the student is what the paper's prompt is for; here it did not turn into a higher "
-            "student ROUGE-L"
-            + (" (the difference is within the seed spread)." if -paired["mean"] <= paired["std"] else "."),
-        ]
+        lines.append(f"| {run.seed} | {' | '.join(cells)} |")
+    ref = results.reference
+    trained = [a.teacher_prompt_trained for a in results.prompt]
+    lines += [
+        "",
+        "The student's target, greedy answer accuracy: the teacher "
+        f"{ref['teacher'].answer_accuracy_greedy:.1f} without a prompt, "
+        f"{ref['teacher_prompt_init'].answer_accuracy_greedy:.1f} with the initial prompt and "
+        f"{sum(t.answer_accuracy_greedy for t in trained) / len(trained):.1f} with its trained prompt (mean over "
+        "seeds).",
+    ]
+    return lines
+
+
+def _examples(results):
+    lines = ["## Examples (greedy answers; truth in brackets)", ""]
+    rows = [("teacher", results.reference["teacher"])]
+    rows += [(f"{m} (seed {rs[0].seed})", rs[0].scores) for m, rs in results.runs.items() if rs][:5]
+    first = results.reference["teacher"].examples
+    for i, ex in enumerate(first):
+        prompt = ex["prompt"].replace("\n", " / ")
+        lines.append(f"- `{prompt}` [{ex['answer']}]")
+        for name, scores in rows:
+            lines.append(f"  - {name}: {scores.examples[i]['greedy']!r}")
     return lines

@@ -1,10 +1,11 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
-"""`promptkd demo`: PromptKD as a miniature of the paper, end to end on CPU, offline, in 5-10 minutes.
+"""`promptkd demo`: PromptKD as a miniature of the paper, end to end on CPU, offline.
 
-Stages: synthetic tasks and a local tokenizer -> a teacher and an 8.5x smaller student, both pretrained on English
-text, then instruction-tuned (teacher on 8,000 rows, student on the 128 it will keep) -> five methods trained from
-the same SFT student under one protocol, over three seeds -> ROUGE-L (sampled at temperature 1 and greedy) on held-out
-prompts, what the prompt learned, and a table, `results.json`, `report.md` and plots in `--output_dir`.
+Stages: synthetic tasks -> the package's pre-built teacher and student (pretrained on English text, then
+instruction-tuned: the teacher on the task rows, the student on the few it will keep) -> five methods trained from the
+same SFT student under one protocol, over several seeds -> ROUGE-L, exact match and answer accuracy on held-out
+prompts, PromptKD - on-policy paired with a 95 % interval, exposure bias, what the prompt learned -> a table,
+`results.json`, `report.md` and plots in `--output_dir`. How long it takes is measured in the README and docs/demo.md.
 """
 
 from __future__ import annotations
@@ -14,25 +15,46 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-from transformers import TrainerCallback
+import datasets
+import torch
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, TrainerCallback
 from transformers.utils import logging
+
+from ..evaluation import exposure_bias
+from ..generation import generate_answers
+from ..promptkd_config import PromptKDConfig
+from ..teacher import build_prompted_teacher, prompt_parameter
+from .analysis import kl_probe, nearest_tokens, prompt_drift
+from .build import build_models, make_data
+from .defaults import DemoConfig
+from .methods import ABLATIONS, LABELLED_METHODS, PROMPT_METHODS, train_method
+from .report import compute_checks, format_table, write_outputs
+from .results import DemoResults, PromptAnalysis, Run, paired
+from .scoring import GENERATION_BATCH_SIZE, score_model
 
 
 logger = logging.get_logger(__name__)
 
+EXPOSURE_BIAS_METHODS = ("sft", "onpolicy", "promptkd")
+"""The students whose exposure bias the demo measures (the paper's analysis compares these)."""
 
-class ProgressCallback(TrainerCallback):
+EXPOSURE_BIAS_LENGTHS = (1, 2, 4, 8)
+"""Response lengths l at which ExAccErr is reported (those <= max_new_tokens): the demo's answers are 3-10 tokens
+long, so longer prefixes would be measured on the few samples that reach them."""
+
+
+class StepProgress(TrainerCallback):
     """Advance a tqdm bar by one per optimizer step; close it at the end of training when it covers one run only.
 
-    The Trainer's own bar is per run, while the distillation stage is one bar over all methods and seeds.
+    (Not transformers' `ProgressCallback`, whose bar is per run: the distillation stage is one bar over all methods
+    and seeds.)
     """
 
     def __init__(self, total: int, desc: str, close_at_train_end: bool = True):
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
         self.close_at_train_end = close_at_train_end
 
@@ -59,12 +81,9 @@ def _timed(timings: dict, name: str):
 @contextmanager
 def _quiet_libraries():
     """No per-step log dicts, weight-loading bars or dataset-map bars between the demo's own progress bars."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), datasets.are_progress_bars_disabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    verbosity, bars = logging.get_verbosity(), datasets.are_progress_bars_disabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
         with warnings.catch_warnings():
@@ -72,45 +91,21 @@ def _quiet_libraries():
             warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
             yield
     finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()
         if not bars:
             datasets.enable_progress_bars()
 
 
-def evaluate(cfg, tokenizer, test, seeds, model=None, prompted_teacher=None) -> dict[str, Any]:
-    """Sampled ROUGE-L (one run per seed; mean and sample std), greedy ROUGE-L and exact match on `test`.
-
-    Decoding is the papers' ([`~promptkd_trainer.generation.paper_generation_kwargs`]) with the demo's answer length.
-    """
-    from ..evaluation import evaluate_model
-    from ..generation import paper_generation_kwargs
-
-    r = evaluate_model(
-        model, tokenizer, test, seeds=seeds, greedy=True, prompted_teacher=prompted_teacher, batch_size=64,
-        generation_kwargs={**paper_generation_kwargs(), "max_new_tokens": cfg.max_new_tokens},
-    )
-    return {
-        "rougeL_sampled": r["rougeL_mean"],
-        "rougeL_sampled_std": r["rougeL_std"],
-        "rougeL_greedy": r["greedy_rougeL"],
-        "exact_match_greedy": r["greedy_exact_match"],
-        "examples": [
-            {"prompt": p, "references": refs, "sampled": s, "greedy": g}
-            for p, refs, s, g in list(
-                zip(test["prompt"], test["references"], r["answers"][f"seed{seeds[0]}"], r["answers"]["greedy"])
-            )[:4]
-        ],
-    }
+def _prompt_defaults() -> dict:
+    """PromptKDConfig's defaults for the prompt (the official ones): length and initialisation text."""
+    defaults = {f.name: f.default for f in fields(PromptKDConfig)}
+    return {name: defaults[name] for name in ("num_virtual_tokens", "prompt_init_text")}
 
 
-def run_demo(cfg, plots: bool = True) -> dict[str, Any]:
-    """Run every stage with the settings `cfg` ([`~promptkd_trainer.demo.defaults.DemoConfig`]); return the results
-    (also written to `results.json` in `cfg.output_dir`)."""
-    import torch
-
-    from .build import build_models, make_data
-
+def run_demo(cfg: DemoConfig, plots: bool = True) -> DemoResults:
+    """Run every stage with the settings `cfg`; return the results (also written to `results.json` in
+    `cfg.output_dir`)."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,85 +115,110 @@ def run_demo(cfg, plots: bool = True) -> dict[str, Any]:
         with _timed(timings, "data_s"):
             data = make_data(cfg)
         with _timed(timings, "models_s"):
-            models = build_models(cfg, data, ProgressCallback)
-        tokenizer, teacher = models.tokenizer(), models.load("teacher")
+            models = build_models(cfg, data, StepProgress)
+        tokenizer, teacher = models.tokenizer(), models.load("teacher").eval()
         with _timed(timings, "reference_eval_s"):
             reference = _reference_rows(cfg, models, teacher, tokenizer, data)
         with _timed(timings, "distillation_s"):
-            runs, prompt_analysis = _distill_all(cfg, models, teacher, tokenizer, data)
+            runs, prompt_analysis, exposure = _distill_all(cfg, models, teacher, tokenizer, data, cfg.methods)
+        ablations = {}
+        if cfg.ablations:
+            with _timed(timings, "ablations_s"):
+                ablation_runs, _, _ = _distill_all(cfg, models, teacher, tokenizer, data, list(ABLATIONS))
+            ablations = _ablation_table(runs, ablation_runs)
+            runs.update(ablation_runs)
     timings["total_s"] = round(time.perf_counter() - start, 1)
     timings["total_cpu_s"] = round(time.process_time(), 1)
-    from .report import summarise, write_outputs
-
-    results = summarise(cfg, models, reference, runs, prompt_analysis, timings)
-    results["files"] = write_outputs(results, out, plots=plots)
+    results = DemoResults(
+        settings=cfg.to_dict(),
+        models={"path": str(models.path), "source": models.source, "cached": models.cached, **_model_info(models)},
+        reference=reference,
+        runs=runs,
+        prompt=prompt_analysis,
+        checks=compute_checks(reference, runs, prompt_analysis),
+        timings_s=timings,
+        exposure_bias=exposure,
+        ablations=ablations,
+    )
+    results.files = write_outputs(results, out, plots=plots)
     return results
 
 
-def _reference_rows(cfg, models, teacher, tokenizer, data) -> dict[str, Any]:
-    """The teacher, the teacher with the initial prompt, and the SFT student, evaluated over every seed."""
-    from ..teacher import build_prompted_teacher
+def _model_info(models) -> dict:
+    info = models.info
+    keys = ("teacher_parameters", "student_parameters", "teacher_non_embedding_parameters",
+            "student_non_embedding_parameters")  # fmt: skip
+    return {**{k: info[k] for k in keys}, "build_timings_s": info["timings"], "build_losses": info["losses"]}
 
-    test = data["test"]
-    rows = {"teacher": evaluate(cfg, tokenizer, test, cfg.seeds, model=teacher)}
-    if "promptkd" in cfg.methods:
+
+def _score(cfg, tokenizer, data, seed, **model):
+    return score_model(
+        tokenizer, data["test"], seed=seed, samples=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens, **model
+    )
+
+
+def _reference_rows(cfg, models, teacher, tokenizer, data) -> dict:
+    """The teacher, the teacher with the initial prompt, and the SFT student (sampling seed: the first seed)."""
+    seed = cfg.seeds[0]
+    rows = {"teacher": _score(cfg, tokenizer, data, seed, model=teacher)}
+    if any(m in PROMPT_METHODS for m in cfg.methods):
         defaults = _prompt_defaults()
         initial = build_prompted_teacher(
             teacher, tokenizer, defaults["num_virtual_tokens"], defaults["prompt_init_text"]
         )
-        rows["teacher_prompt_init"] = evaluate(cfg, tokenizer, test, cfg.seeds, prompted_teacher=initial)
-    rows["student_init"] = evaluate(cfg, tokenizer, test, cfg.seeds, model=models.load("student"))
+        rows["teacher_prompt_init"] = _score(cfg, tokenizer, data, seed, prompted_teacher=initial)
+    rows["student_init"] = _score(cfg, tokenizer, data, seed, model=models.load("student").eval())
     return rows
 
 
-def _prompt_defaults() -> dict[str, Any]:
-    """PromptKDConfig's defaults for the prompt (the official ones): length and initialisation text."""
-    from ..promptkd_config import PromptKDConfig
-
-    fields = PromptKDConfig.__dataclass_fields__
-    return {name: fields[name].default for name in ("num_virtual_tokens", "prompt_init_text")}
-
-
-def _distill_all(cfg, models, teacher, tokenizer, data):
-    """Every method for every seed, each from a fresh copy of the SFT student; PromptKD's prompt analysed per seed."""
-    from .methods import train_method
-
-    labelled = data["labelled"]
-    if "seqkd" in cfg.methods:
-        from ..generation import generate_answers
-
+def _training_rows(cfg, teacher, tokenizer, data, methods):
+    """Each method's data: the labelled rows, the prompts, or (SeqKD) the prompts with the teacher's answers."""
+    rows = {m: data["labelled"] if m in LABELLED_METHODS else data["prompts"] for m in methods}
+    if "seqkd" in methods:
+        prompts = data["prompts"]
         answers = generate_answers(
-            teacher, tokenizer, labelled["prompt"], do_sample=False, batch_size=64, max_new_tokens=cfg.max_new_tokens
+            teacher, tokenizer, prompts["prompt"], do_sample=False, batch_size=GENERATION_BATCH_SIZE,
+            max_new_tokens=cfg.max_new_tokens,
         )
-        seqkd_rows = labelled.remove_columns("completion").add_column("completion", answers)
-    runs: dict[str, list[dict]] = {m: [] for m in cfg.methods}
-    analysis: list[dict] = []
-    total = len(cfg.methods) * len(cfg.seeds) * cfg.steps
-    progress = ProgressCallback(total, "distillation (methods x seeds)", close_at_train_end=False)
+        rows["seqkd"] = prompts.remove_columns("completion").add_column("completion", answers)
+    return rows
+
+
+def _distill_all(cfg, models, teacher, tokenizer, data, methods):
+    """Every method for every seed, each from a fresh copy of the SFT student: scores, PromptKD's prompt analysis
+    and the exposure bias of the students in [`EXPOSURE_BIAS_METHODS`]."""
+    rows = _training_rows(cfg, teacher, tokenizer, data, methods)
+    runs: dict[str, list[Run]] = {m: [] for m in methods}
+    analysis: list[PromptAnalysis] = []
+    exposure: dict[str, list[dict]] = {}
+    progress = StepProgress(len(methods) * len(cfg.seeds) * cfg.steps, "distillation (methods x seeds)", False)
     for seed in cfg.seeds:
-        for method in cfg.methods:
+        for method in methods:
             student = models.load("student")
-            rows = seqkd_rows if method == "seqkd" else labelled
             started = time.perf_counter()
-            record = train_method(cfg, method, seed, student, teacher, tokenizer, rows, [progress])
-            train_s = time.perf_counter() - started
-            result = evaluate(cfg, tokenizer, data["test"], [seed], model=student)
-            result.update(seed=seed, train_s=round(train_s, 1), history=record["history"])
-            runs[method].append(result)
+            record = train_method(cfg, method, seed, student, teacher, tokenizer, rows[method], [progress])
+            train_s = round(time.perf_counter() - started, 1)
+            scores = _score(cfg, tokenizer, data, seed, model=student)
+            runs[method].append(Run(method, seed, scores, train_s, record["history"]))
             if method == "promptkd":
                 prompted = record["prompted_teacher"]
                 analysis.append(_analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed))
-                if seed == cfg.seeds[0]:  # for `promptkd eval --teacher <cache>/teacher --teacher_prompt ...`
+                if seed == cfg.seeds[0]:  # for `promptkd eval --teacher <models>/teacher --teacher_prompt ...`
                     prompted.save_pretrained(Path(cfg.output_dir) / "teacher_prompt")
+            if method in EXPOSURE_BIAS_METHODS and cfg.exposure_bias_prompts > 0:
+                result = exposure_bias(
+                    teacher, student, tokenizer, list(data["test"]["prompt"][: cfg.exposure_bias_prompts]),
+                    max_new_tokens=cfg.max_new_tokens, batch_size=GENERATION_BATCH_SIZE, seed=seed,
+                    lengths=[n for n in EXPOSURE_BIAS_LENGTHS if n <= cfg.max_new_tokens],
+                    show_progress=False,
+                )
+                exposure.setdefault(method, []).append({"seed": seed, **result.to_dict()})
     progress.bar.close()
-    return runs, analysis
+    return runs, analysis, exposure
 
 
-def _analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed) -> dict[str, Any]:
-    """Nearest tokens and drift of the trained prompt, the prompted teacher's score, and the KL probe before/after."""
-    from ..teacher import build_prompted_teacher, prompt_parameter
-    from .analysis import kl_probe, nearest_tokens, prompt_drift
-
+def _analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed) -> PromptAnalysis:
+    """Nearest tokens and drift of the trained prompt, the prompted teacher's scores, and the KL probe before/after."""
     defaults = _prompt_defaults()
     initial = build_prompted_teacher(
         prompted.get_base_model(), tokenizer, defaults["num_virtual_tokens"], defaults["prompt_init_text"]
@@ -206,21 +226,34 @@ def _analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed) -> di
     initial_prompt = prompt_parameter(initial).detach().float().clone()
     probe_prompts = list(data["test"]["prompt"][: cfg.kl_probe_prompts])
     probe = dict(max_new_tokens=cfg.max_new_tokens, seed=seed)
-    return {
-        "seed": seed,
-        "nearest_tokens_init": nearest_tokens(initial, tokenizer),
-        "nearest_tokens_final": nearest_tokens(prompted, tokenizer),
-        "drift": prompt_drift(initial_prompt, prompted),
-        "kl_before": kl_probe(models.load("student"), initial, tokenizer, probe_prompts, **probe),
-        "kl_after": kl_probe(student, prompted, tokenizer, probe_prompts, **probe),
-        "teacher_prompt_trained": evaluate(cfg, tokenizer, data["test"], [seed], prompted_teacher=prompted),
-    }
+    return PromptAnalysis(
+        seed=seed,
+        nearest_tokens_init=nearest_tokens(initial, tokenizer),
+        nearest_tokens_final=nearest_tokens(prompted, tokenizer),
+        drift=prompt_drift(initial_prompt, prompted),
+        kl_before=kl_probe(models.load("student").eval(), initial, tokenizer, probe_prompts, **probe),
+        kl_after=kl_probe(student, prompted, tokenizer, probe_prompts, **probe),
+        teacher_prompt_trained=_score(cfg, tokenizer, data, seed, prompted_teacher=prompted),
+    )
+
+
+def _ablation_table(runs, ablation_runs) -> dict:
+    """Each ablation minus full PromptKD, paired by seed, on sampled ROUGE-L and answer accuracy."""
+    table = {}
+    for name, variant in ablation_runs.items():
+        comparison = paired(variant, runs["promptkd"])
+        table[name] = {
+            "setting": ABLATIONS[name],
+            "rougeL_sampled": comparison.rougeL_sampled,
+            "answer_accuracy_sampled": comparison.answer_accuracy_sampled,
+        }
+    return table
 
 
 def check_plotting() -> bool:
     """Whether matplotlib is importable; if not, say so before any training (plots are then skipped)."""
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (optional dependency: probed, not used here)
     except ImportError:
         logger.warning(
             "matplotlib is not installed: the demo will write its table, results.json and report.md but no plots. "
@@ -230,24 +263,20 @@ def check_plotting() -> bool:
     return True
 
 
-def parse_args(argv: list[str] | None = None):
-    from transformers import HfArgumentParser
-
-    from .defaults import DemoConfig
-
+def parse_args(argv: list[str] | None = None) -> DemoConfig:
     parser = HfArgumentParser(DemoConfig, prog="promptkd demo", description=__doc__.splitlines()[0])
     (cfg,) = parser.parse_args_into_dataclasses(args=argv)
     return cfg
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> DemoResults:
     """Entry point of `promptkd demo`: run, then print the table and where the outputs are."""
-    from .report import format_table
-
     cfg = parse_args(argv)
+    if cfg.ablations and "promptkd" not in cfg.methods:
+        raise SystemExit("--ablations compares each ablation with full PromptKD: keep `promptkd` in --methods.")
     results = run_demo(cfg, plots=check_plotting())
     sys.stdout.write(
-        format_table(results) + "\n\nStage timings (s): " + json.dumps(results["timings_s"]) + "\nWrote "
-        + ", ".join(results["files"]) + "\n"
+        format_table(results) + "\n\nStage timings (s): " + json.dumps(results.timings_s) + "\nWrote "
+        + ", ".join(results.files) + "\n"
     )  # the command's output
     return results

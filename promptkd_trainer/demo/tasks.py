@@ -47,6 +47,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from datasets import Dataset, DatasetDict, Features, List, Value
 from transformers.utils import logging
 
 from ..formats import ALPACA_TEMPLATE, ALPACA_TEMPLATE_WITH_INPUT
@@ -100,12 +101,48 @@ FACTS = {
 
 ORDINALS = ("first", "second", "third", "last")
 
+# The `facts` family's world: what each person likes, a fixed table (its own seed, not the data's), so that every
+# split asks about the same world. 40 people x 5 attributes = 200 facts: a teacher trained on thousands of rows knows
+# them all, a student that saw a few hundred rows knows few.
+PEOPLE = NAMES + (
+    "Adam", "Bella", "Carl", "Dora", "Eric", "Fiona", "Gus", "Hana", "Ivan", "Jade", "Kurt", "Lena", "Milo", "Nina",
+    "Omar", "Pia", "Quinn", "Rosa", "Theo", "Uma", "Vera", "Will", "Xena", "Yara", "Zack", "Otto", "Ella", "Finn",
+)  # fmt: skip
+FACT_ATTRIBUTES = ("color", "city", "pet", "sport", "food")
+FACTS_WORLD_SEED = 1234
+_FACT_QUESTIONS = {
+    "color": ("What is {p}'s favourite color?", "Which color does {p} like best?"),
+    "city": ("Where does {p} live?", "In which city does {p} live?"),
+    "pet": ("What pet does {p} have?", "Which pet does {p} keep?"),
+    "sport": ("What sport does {p} play?", "Which sport does {p} like?"),
+    "food": ("What is {p}'s favourite food?", "Which food does {p} like best?"),
+}
+_FACT_ANSWERS = {
+    "color": "{p}'s favourite color is {v}.",
+    "city": "{p} lives in {v}.",
+    "pet": "{p} has a {v}.",
+    "sport": "{p} plays {v}.",
+    "food": "{p}'s favourite food is {v}.",
+}
+# Scene sentences before the question: they make each prompt distinct (the splits share no prompt) and say nothing
+# about the answer.
+_SCENE_ADJECTIVES = ("small", "big", "old", "new", "red", "blue", "quiet", "happy", "long", "short")
+_SCENE_PLACES = ("school", "garden", "kitchen", "library", "park", "market", "village", "forest", "river", "city")
+
+
+def world_facts() -> dict[tuple[str, str], str]:
+    """The `facts` family's table: (person, attribute) -> value, the same for every seed and split."""
+    rng = random.Random(FACTS_WORLD_SEED)
+    return {(p, a): rng.choice(FACTS[a]) for p in PEOPLE for a in FACT_ATTRIBUTES}
+
 # ---------------------------------------------------------------------------------------------------------------------
-# Families. Each generator takes a `random.Random` and returns (instruction, input, completion, extra_references).
-# `input` is "" for instruction-only tasks. Several paraphrases per instruction make the data a little less trivial.
+# Families. Each generator takes a `random.Random` and returns (instruction, input, completion, extra_references,
+# answer), where `answer` is the content that [`~promptkd_trainer.demo.answers`] checks (a number, a word or the
+# expected output). `input` is "" for instruction-only tasks. Several paraphrases per instruction make the data a
+# little less trivial.
 
 
-def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     name = rng.choice(NAMES)
     singular, plural = rng.choice(ITEMS)
 
@@ -131,13 +168,13 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str, list[str]]:
     return instruction, "", *_pick(rng, wordings, str(result))
 
 
-def _pick(rng: random.Random, wordings: list[str], value: str) -> tuple[str, list[str]]:
+def _pick(rng: random.Random, wordings: list[str], value: str) -> tuple[str, list[str], str]:
     """One wording as the completion; every wording and the bare value are references (several good answers)."""
     completion = rng.choice(wordings)
-    return completion, [w for w in wordings if w != completion] + [value]
+    return completion, [w for w in wordings if w != completion] + [value], value
 
 
-def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _count(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     # Draw the target count first (uniform over 0..3) so that the answer distribution is not skewed.
     pool = rng.sample(WORDS, 3)
     target, others = pool[0], pool[1:]
@@ -157,8 +194,8 @@ def _count(rng: random.Random) -> tuple[str, str, str, list[str]]:
     return instruction, " ".join(words), *_pick(rng, wordings, str(n))
 
 
-def _lookup(rng: random.Random) -> tuple[str, str, str, list[str]]:
-    keys = rng.sample(sorted(FACTS), rng.randint(3, 5))
+def _lookup(rng: random.Random) -> tuple[str, str, str, list[str], str]:
+    keys = rng.sample(sorted(FACTS), rng.randint(3, 4))
     facts = {k: rng.choice(FACTS[k]) for k in keys}
     key = rng.choice(keys)
     instruction = rng.choice((f"What is the {key}?", f"Look up the {key} in the input."))
@@ -172,25 +209,28 @@ def _word_list(rng: random.Random, low: int, high: int) -> list[str]:
     return rng.sample(WORDS, rng.randint(low, high))
 
 
-def _reverse(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _reverse(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 3, 6)
     instruction = rng.choice(("Reverse the order of the words.", "Write the words in reverse order."))
-    return instruction, " ".join(words), " ".join(reversed(words)), []
+    answer = " ".join(reversed(words))
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _sort(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _sort(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 2, 4)
     instruction = rng.choice(("Sort the words in alphabetical order.", "Put the words in alphabetical order."))
-    return instruction, " ".join(words), " ".join(sorted(words)), []
+    answer = " ".join(sorted(words))
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _uppercase(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _uppercase(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 2, 5)
     instruction = rng.choice(("Rewrite the words in capital letters.", "Convert the words to uppercase."))
-    return instruction, " ".join(words), " ".join(w.upper() for w in words), []
+    answer = " ".join(w.upper() for w in words)
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _dedupe(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _dedupe(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     unique = _word_list(rng, 2, 4)
     words = unique + [rng.choice(unique) for _ in range(rng.randint(1, 2))]
     rng.shuffle(words)
@@ -198,30 +238,49 @@ def _dedupe(rng: random.Random) -> tuple[str, str, str, list[str]]:
     instruction = rng.choice(
         ("Remove the repeated words and keep the first occurrence of each.", "Delete the duplicate words.")
     )
-    return instruction, " ".join(words), " ".join(kept), []
+    answer = " ".join(kept)
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _commas(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _commas(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 3, 6)
     instruction = rng.choice(("Join the words with commas.", "Write the words as a comma-separated list."))
-    return instruction, " ".join(words), ", ".join(words), []
+    answer = ", ".join(words)
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _numbered(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _numbered(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 2, 5)
     instruction = rng.choice(("Write the words as a numbered list.", "Turn the words into a numbered list."))
-    return instruction, " ".join(words), "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1)), []
+    answer = "\n".join(f"{i}. {w}" for i, w in enumerate(words, 1))
+    return instruction, " ".join(words), answer, [], answer
 
 
-def _extract(rng: random.Random) -> tuple[str, str, str, list[str]]:
+def _extract(rng: random.Random) -> tuple[str, str, str, list[str], str]:
     words = _word_list(rng, 3, 6)
     ordinal = rng.choice(ORDINALS)
     index = {"first": 0, "second": 1, "third": 2, "last": -1}[ordinal]
     instruction = rng.choice((f"What is the {ordinal} word?", f"Copy the {ordinal} word of the input."))
-    return instruction, " ".join(words), words[index], []
+    word = words[index]
+    wordings = [f"The {ordinal} word is {word}.", f"{word} is the {ordinal} word.", f"It is {word}.",
+                f"The answer is {word}."]
+    return instruction, " ".join(words), *_pick(rng, wordings, word)
 
 
-_GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str]]]] = {
+_WORLD = world_facts()
+
+
+def _facts(rng: random.Random) -> tuple[str, str, str, list[str], str]:
+    person, attribute = rng.choice(PEOPLE), rng.choice(FACT_ATTRIBUTES)
+    value = _WORLD[person, attribute]
+    scene = f"The {rng.choice(_SCENE_ADJECTIVES)} {rng.choice(WORDS)} is in the {rng.choice(_SCENE_PLACES)}."
+    question = rng.choice(_FACT_QUESTIONS[attribute]).format(p=person)
+    wordings = [_FACT_ANSWERS[attribute].format(p=person, v=value), f"The {attribute} of {person} is {value}.",
+                f"It is {value}.", f"The answer is {value}."]
+    return f"{scene} {question}", "", *_pick(rng, wordings, value)
+
+
+_GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str], str]]] = {
     "arithmetic": _arithmetic,
     "count": _count,
     "lookup": _lookup,
@@ -232,6 +291,7 @@ _GENERATORS: dict[str, Callable[[random.Random], tuple[str, str, str, list[str]]
     "commas": _commas,
     "numbered": _numbered,
     "extract": _extract,
+    "facts": _facts,
 }
 
 TASK_FAMILIES: tuple[str, ...] = tuple(_GENERATORS)
@@ -271,7 +331,7 @@ def vocabulary_texts(repeat: int = 5) -> list[str]:
         repeat (`int`, *optional*, defaults to `5`):
             Copies of each line, so that the merges are frequent enough to be learned.
     """
-    words = sorted(set(WORDS) | set(NAMES) | {v for values in FACTS.values() for v in values} | set(FACTS))
+    words = sorted(set(WORDS) | set(PEOPLE) | {v for values in FACTS.values() for v in values} | set(FACTS))
     words += sorted({w for pair in ITEMS for w in pair} | {w.upper() for w in WORDS})
     lines = ["\n".join(words), " ".join(words)]
     return lines * repeat
@@ -287,6 +347,8 @@ class TaskExample:
         input (`str`): Context (`""` for instruction-only tasks).
         completion (`str`): Target answer, without EOS.
         references (`list[str]`): Acceptable answers, `completion` first.
+        answer (`str`): The content a right answer carries (the number, the looked-up value, the word, or the
+            expected output of the list families); what [`~promptkd_trainer.demo.answers.answer_correct`] checks.
     """
 
     family: str
@@ -294,6 +356,7 @@ class TaskExample:
     input: str
     completion: str
     references: list[str] = field(default_factory=list)
+    answer: str = ""
 
     def to_row(self, template: str = "alpaca") -> dict:
         """The dataset row: `prompt`, `completion`, `family` and `references`."""
@@ -302,6 +365,7 @@ class TaskExample:
             "completion": self.completion,
             "family": self.family,
             "references": list(self.references),
+            "answer": self.answer,
         }
 
 
@@ -317,9 +381,9 @@ def generate_example(family: str, rng: random.Random) -> TaskExample:
     """
     if family not in _GENERATORS:
         raise ValueError(f"Unknown task family {family!r}; expected one of {list(TASK_FAMILIES)}.")
-    instruction, input, completion, extra = _GENERATORS[family](rng)
+    instruction, input, completion, extra, answer = _GENERATORS[family](rng)
     references = [completion] + [r for r in extra if r != completion]
-    return TaskExample(family, instruction, input, completion, references)
+    return TaskExample(family, instruction, input, completion, references, answer)
 
 
 def make_dataset(
@@ -363,8 +427,6 @@ def make_dataset(
     >>> print(ds["train"][0]["prompt"] + ds["train"][0]["completion"])
     ```
     """
-    from datasets import Dataset, DatasetDict, Features, List, Value
-
     families = tuple(families) if families is not None else TASK_FAMILIES
     if not families:
         raise ValueError("`families` must name at least one task family.")
@@ -408,6 +470,7 @@ def make_dataset(
             "completion": Value("string"),
             "family": Value("string"),
             "references": List(Value("string")),
+            "answer": Value("string"),
         }
     )
     logger.info(

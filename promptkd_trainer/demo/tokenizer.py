@@ -3,9 +3,9 @@
 
 Byte-level BPE is GPT-2's scheme, so the demo exercises the same code paths as a real GPT-2 checkpoint (leading-space
 tokens, `ByteLevel` decoding) while keeping the vocabulary, hence the embedding and softmax, small enough for a CPU.
-Trained on the synthetic tasks plus [`~promptkd_trainer.demo.tasks.vocabulary_texts`], the vocabulary saturates at
-about 1,200 entries (below the default cap of 1,536), and every task word, lower or upper case, with or without a
-leading space, is a single token.
+The demo trains it on its pretraining corpus, the task rows and [`~promptkd_trainer.demo.tasks.vocabulary_texts`]
+with the cap `DemoConfig.vocab_size` (2,048), which that corpus fills; every task word, lower or upper case, with or
+without a leading space, is a single token.
 
 Special tokens: `<|endoftext|>` is EOS, BOS and UNK (GPT-2's convention) and `<|pad|>` is a separate pad token. Keeping
 pad != eos matters for SFT: TRL masks padding by `pad_token_id`, and with pad == eos the EOS that ends each completion
@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging
 
 
@@ -71,9 +73,6 @@ def train_tokenizer(
         [`~transformers.PreTrainedTokenizerFast`]: `eos_token == bos_token == unk_token == "<|endoftext|>"`,
         `pad_token == "<|pad|>"` (ids 0 and 1), right padding, no BOS/EOS added by `__call__`.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     # Extra texts are repeated so that their merges outrank the data's rare ones (each appears once otherwise and
     # would stay split into bytes).
     corpus = list(texts) + list(extra_texts) * extra_texts_repeat

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import tempfile
 
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging
 
 
@@ -26,8 +29,6 @@ logger = logging.get_logger(__name__)
 
 def pretraining_dataset(tokenizer, texts: list[str], block_size: int):
     """Tokenize `texts`, join them with EOS and cut the stream into `[block_size]` rows of `input_ids`/`labels`."""
-    from datasets import Dataset
-
     stream: list[int] = []
     for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
         stream += ids + [tokenizer.eos_token_id]
@@ -39,8 +40,6 @@ def pretraining_dataset(tokenizer, texts: list[str], block_size: int):
 
 def sft_dataset(tokenizer, prompts: list[str], completions: list[str], max_length: int = 256):
     """Rows of `prompt + completion + EOS` whose labels are -100 on the prompt (loss on the answer and its EOS)."""
-    from datasets import Dataset
-
     prompt_ids = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
     answer_ids = tokenizer(list(completions), add_special_tokens=False, verbose=False)["input_ids"]
     rows = {"input_ids": [], "labels": []}
@@ -83,9 +82,6 @@ def train_causal_lm(
     Returns:
         `list[dict]`: The trainer's `log_history` (the loss every `steps // 20` steps).
     """
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
-
     with tempfile.TemporaryDirectory(prefix="promptkd-demo-") as tmp:
         args = TrainingArguments(
             output_dir=tmp,
