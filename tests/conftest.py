@@ -31,6 +31,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # One float32 value computed two ways (another summation order, chunks, TRL's formula, a row batched or alone): a few
 # ulp per term, accumulated over a vocabulary-wide sum.
 SAME_MATH_FP32 = dict(rtol=1e-5, atol=1e-6)
+# One float32 loss normalised two ways (its token sum divided by `num_items_in_batch`, or TRL's mean over tokens).
+NORMALISED_TWO_WAYS = dict(rtol=1e-4, atol=1e-6)
 # Gradients of such a value: softmax(a) - softmax(b) cancels leading digits, so about one more decade is lost.
 GRADIENTS_FP32 = dict(rtol=1e-4, atol=1e-7)
 # float64 against a float64 reference: any gap beyond rounding is a formula error.

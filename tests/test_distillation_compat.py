@@ -35,7 +35,7 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import WORDS, load
+from conftest import NORMALISED_TWO_WAYS, WORDS, load
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import AutoTokenizer
 
@@ -747,8 +747,8 @@ def test_loss_normalizes_by_num_items_in_batch(tiny_dir, tmp_path):
         loss_mean = trainer.compute_loss(trainer.model, batch)
         loss_global = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid)
         loss_double = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_valid * 2)
-    torch.testing.assert_close(loss_global, loss_mean, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(loss_double, loss_mean / 2, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss_global, loss_mean, **NORMALISED_TWO_WAYS)
+    torch.testing.assert_close(loss_double, loss_mean / 2, **NORMALISED_TWO_WAYS)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.25, 1.0])

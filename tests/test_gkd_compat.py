@@ -18,16 +18,12 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SAME_MATH_FP32, load, make_messages_dataset, make_prompt_completion_dataset
+from conftest import NORMALISED_TWO_WAYS, SAME_MATH_FP32, load, make_messages_dataset, make_prompt_completion_dataset
 from datasets import Dataset
 from transformers import AutoTokenizer, GenerationConfig
 
 from promptkd_trainer import PromptKDConfig, PromptKDTrainer, generalized_jsd
 from promptkd_trainer.sampling import generate, with_completions
-
-
-# One float32 loss normalised two ways (its token sum divided by `num_items_in_batch`, or TRL's mean over tokens).
-NORMALISED_TWO_WAYS = dict(rtol=1e-4, atol=1e-6)
 
 
 def gkd_like_config(tmp_path, **kwargs):
