@@ -5,7 +5,12 @@ import re
 
 import pytest
 
-from promptkd_trainer.demo.corpus import english_corpus, reference_manual_paragraphs, simple_paragraphs
+from promptkd_trainer.demo.corpus import (
+    english_corpus,
+    reference_manual_paragraphs,
+    simple_paragraphs,
+    with_preambles,
+)
 from promptkd_trainer.demo.models import MODEL_SIZES, build_model, count_parameters
 from promptkd_trainer.demo.tasks import (
     ALPACA_TEMPLATE,
@@ -155,8 +160,8 @@ def test_answers_are_correct(data):
 
 
 def test_facts_ask_one_fixed_world_in_new_words():
-    # The table does not depend on the data seed: every split and seed asks about the same 200 facts.
-    assert world_facts() == world_facts() and len(world_facts()) == len(PEOPLE) * len(FACT_ATTRIBUTES) == 200
+    # The table does not depend on the data seed: every split and seed asks about the same 120 facts.
+    assert world_facts() == world_facts() and len(world_facts()) == len(PEOPLE) * len(FACT_ATTRIBUTES) == 120
     a = make_dataset(400, 0, 100, seed=1, families=["facts"], template="short")
     b = make_dataset(400, 0, 100, seed=2, families=["facts"], template="short")
     for split in (a["train"], a["test"], b["test"]):
@@ -267,6 +272,22 @@ def test_english_corpus_is_offline_english_and_deterministic():
     assert any("Suppose you are a student" in p for p in simple)  # the prompt's init text occurs in context
     corpus = english_corpus(n_simple=200, seed=0)
     assert sorted(corpus) == sorted(manual + simple) and corpus == english_corpus(n_simple=200, seed=0)
+
+
+def test_with_preambles_prepends_generated_sentences_to_a_seeded_fraction():
+    prompts = [f"### Instruction:\nQuestion {i}?\n\n### Response:\n" for i in range(400)]
+    out = with_preambles(prompts, 0.5, seed=0)
+    assert out == with_preambles(prompts, 0.5, seed=0) and out != with_preambles(prompts, 0.5, seed=1)
+    changed = [(o, p) for o, p in zip(out, prompts) if o != p]
+    assert 150 < len(changed) < 250  # about half
+    for o, p in changed:
+        preamble = o[: -len(p)]
+        assert o.endswith(p) and preamble.rstrip() and preamble[-1] in " \n"  # sentences, then a space or newline
+        assert preamble.rstrip()[-1] in ".?"  # whole sentences
+    assert with_preambles(prompts, 0.0) == prompts
+    assert all(o != p for o, p in zip(with_preambles(prompts, 1.0), prompts))
+    with pytest.raises(ValueError, match="fraction"):
+        with_preambles(prompts, 1.5)
 
 
 def test_pretraining_dataset_packs_documents_with_eos(tok):

@@ -14,14 +14,14 @@ TINY = [
     "--teacher_sft_steps", "2", "--student_sft_steps", "2", "--n_train", "48", "--n_labelled", "8", "--n_prompts",
     "16", "--n_test", "6", "--eval_samples", "2", "--batch_size", "4", "--max_new_tokens", "5", "--teacher_size",
     "tiny", "--student_size", "tiny", "--vocab_size", "600", "--kl_probe_prompts", "4", "--block_size", "32",
-    "--exposure_bias_prompts", "4",
+    "--exposure_bias_prompts", "4", "--extra_comparison_seeds", "1",
 ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    main(["demo", "--output_dir", str(root / "out"), "--cache_dir", str(root / "cache"), *TINY])
+    main(["demo", "--output_dir", str(root / "out"), "--cache_dir", str(root / "cache"), *TINY, "--workers", "2"])
     return root, json.loads((root / "out" / "results.json").read_text())
 
 
@@ -30,7 +30,8 @@ def test_demo_writes_results_report_and_plots(first_run):
     out = root / "out"
     assert set(results["summary"]) == {"sft", "kd", "seqkd", "onpolicy", "promptkd"}
     for method, runs in results["runs"].items():
-        assert [r["seed"] for r in runs] == [10, 20], method
+        # onpolicy and promptkd also ran on the extra comparison seed, max(seeds) + 10.
+        assert [r["seed"] for r in runs] == ([10, 20, 30] if method in ("onpolicy", "promptkd") else [10, 20]), method
         for r in runs:
             for metric in ("rougeL_sampled", "answer_accuracy_sampled", "exact_match_greedy"):
                 assert 0.0 <= r["scores"][metric] <= 100.0
@@ -55,10 +56,10 @@ def test_demo_checks_are_computed_from_the_runs(first_run):
         stats = checks["promptkd_minus_onpolicy_paired"][key]
         assert stats["values"] == pytest.approx(paired)
         assert stats["ci95_low"] <= stats["mean"] <= stats["ci95_high"]
-        assert stats["mean"] == pytest.approx(sum(paired) / 2)
+        assert len(paired) == 3 and stats["mean"] == pytest.approx(sum(paired) / 3)
     first_reg = [next(h for h in r["history"] if "loss/reg" in h)["loss/reg"] for r in runs["promptkd"]]
     assert checks["loss_reg_step1"]["values"] == pytest.approx(first_reg)
-    assert checks["loss_reg_step1"]["mean"] == pytest.approx(sum(first_reg) / 2)
+    assert checks["loss_reg_step1"]["mean"] == pytest.approx(sum(first_reg) / 3)
     assert checks["teacher_answer_accuracy_greedy"] == ref["teacher"]["answer_accuracy_greedy"]
     assert checks["student_init_answer_accuracy_greedy"] == ref["student_init"]["answer_accuracy_greedy"]
 
@@ -66,13 +67,31 @@ def test_demo_checks_are_computed_from_the_runs(first_run):
         return sum(r["scores"][metric] for r in runs[method]) / len(runs[method])
 
     best = checks["best_baseline"]
-    assert best == max(("kd", "seqkd", "onpolicy"), key=lambda m: mean(m, "answer_accuracy_sampled"))
-    assert checks["best_baseline_answer_accuracy_gain_over_sft"] == pytest.approx(
-        mean(best, "answer_accuracy_sampled") - mean("sft", "answer_accuracy_sampled")
-    )
+    assert best == max(("kd", "seqkd", "onpolicy"), key=lambda m: mean(m, "answer_accuracy_greedy"))
+    for metric, key in (("answer_accuracy_greedy", "best_baseline_answer_accuracy_gain_over_sft"),
+                        ("answer_accuracy_sampled", "best_baseline_answer_accuracy_sampled_gain_over_sft")):
+        assert checks[key] == pytest.approx(mean(best, metric) - mean("sft", metric))
     gain = mean(best, "rougeL_sampled") - mean("sft", "rougeL_sampled")
     assert checks["best_baseline_gain_over_sft"] == pytest.approx(gain)
     assert results["timings_s"]["total_s"] > 0
+
+
+def test_demo_runs_the_same_in_one_process_as_in_worker_processes(first_run):
+    """first_run ran its (method, seed) jobs in 2 spawned workers; in-process, one after the other, every run trains
+    and scores the same, bit for bit."""
+    root, parallel = first_run
+    out = root / "sequential"
+    main(["demo", "--output_dir", str(out), "--cache_dir", str(root / "cache"), *TINY, "--workers", "1",
+          "--methods", "sft", "onpolicy", "promptkd"])
+    sequential = json.loads((out / "results.json").read_text())
+    timing = ("train_runtime", "train_samples_per_second", "train_steps_per_second")
+    for method in ("sft", "onpolicy", "promptkd"):
+        for seq, par in zip(sequential["runs"][method], parallel["runs"][method], strict=True):
+            assert seq["scores"] == par["scores"], (method, seq["seed"])
+            strip = [[{k: v for k, v in h.items() if k not in timing} for h in r["history"]] for r in (seq, par)]
+            assert strip[0] == strip[1], (method, seq["seed"])
+    assert sequential["exposure_bias"]["promptkd"] == parallel["exposure_bias"]["promptkd"]
+    assert sequential["prompt"] == parallel["prompt"]
 
 
 def test_demo_exposure_bias_for_sft_onpolicy_promptkd(first_run):
@@ -129,6 +148,19 @@ def test_demo_ablations_are_paired_with_promptkd(first_run):
     # Each ablation changed its setting: no regulariser term, or a 20-token prompt.
     assert all(h.get("reg_weight", 0.0) == 0.0 for h in runs["promptkd_reg0"][0]["history"] if "loss/student" in h)
     assert "| promptkd_20_tokens |" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [({"kl_probe_prompts": 0}, "kl_probe_prompts"), ({"workers": -1}, "workers"), ({"seeds": [10, 10]}, "distinct"),
+     ({"extra_comparison_seeds": -1}, "extra_comparison_seeds"),
+     ({"teacher_preamble_fraction": 2.0}, "teacher_preamble_fraction")],
+)  # fmt: skip
+def test_demo_config_refuses_settings_that_would_fail_mid_run(bad, match):
+    from promptkd_trainer.demo.defaults import DemoConfig
+
+    with pytest.raises(ValueError, match=match):
+        DemoConfig(**bad)
 
 
 def test_kl_probe_is_zero_against_itself(tmp_path):

@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
 from ..pretrained import default_cache_dir
-from .corpus import english_corpus
+from .corpus import english_corpus, with_preambles
 from .models import MODEL_SIZES, build_model, count_parameters
 from .tasks import make_dataset, vocabulary_texts
 from .tokenizer import train_tokenizer
@@ -39,7 +39,7 @@ logger = logging.get_logger(__name__)
 _MODEL_SETTINGS = (
     "family", "teacher_size", "student_size", "vocab_size", "n_train", "n_labelled", "data_seed", "families",
     "block_size", "pretrain_batch_size", "pretrain_lr", "teacher_pretrain_steps", "student_pretrain_steps", "sft_lr",
-    "sft_batch_size", "teacher_sft_steps", "student_sft_steps",
+    "sft_batch_size", "teacher_sft_steps", "student_sft_steps", "teacher_preamble_fraction",
 )  # fmt: skip
 
 PREBUILT_DIR = Path(__file__).parent / "prebuilt"
@@ -188,7 +188,10 @@ def _make_models(cfg, data, out: Path, progress) -> dict:
     ):
         model = build_model(tokenizer, size, family=cfg.family, seed=cfg.data_seed + seed)
         stage(f"{role} pretraining", model, blocks, pretrain_steps, cfg.pretrain_lr, cfg.pretrain_batch_size)
-        sft = sft_dataset(tokenizer, sft_rows["prompt"], sft_rows["completion"])
+        prompts = list(sft_rows["prompt"])
+        if role == "teacher":
+            prompts = with_preambles(prompts, cfg.teacher_preamble_fraction, seed=cfg.data_seed)
+        sft = sft_dataset(tokenizer, prompts, sft_rows["completion"])
         stage(f"{role} SFT", model, sft, sft_steps, cfg.sft_lr, cfg.sft_batch_size)
         model.save_pretrained(out / role)
         tokenizer.save_pretrained(out / role)

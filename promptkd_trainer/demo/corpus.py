@@ -61,6 +61,27 @@ def simple_paragraphs(n: int, seed: int = 0) -> list[str]:
     return [" ".join(_sentence(rng) for _ in range(rng.randint(3, 8))) for _ in range(n)]
 
 
+PREAMBLE_JOINERS = (" ", "\n", "\n\n")
+
+
+def with_preambles(prompts: list[str], fraction: float, seed: int = 0) -> list[str]:
+    """`prompts` where a seeded `fraction` of them start with 1-2 generated sentences ([`simple_paragraphs`]'
+    sentences) and a space or line break: the preceding context an instruction-tuned LM meets in its data (a system
+    prompt, an earlier turn). A teacher tuned only on prompts that start at position 0 learns that the answer
+    follows the text at position 0, and a soft prompt prepended before its input then changes its answers.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}.")
+    rng = random.Random(seed)
+    out = []
+    for prompt in prompts:
+        if rng.random() < fraction:
+            preamble = " ".join(_sentence(rng) for _ in range(rng.randint(1, 2)))
+            prompt = preamble + rng.choice(PREAMBLE_JOINERS) + prompt
+        out.append(prompt)
+    return out
+
+
 def english_corpus(n_simple: int = 3000, seed: int = 0) -> list[str]:
     """Reference-manual paragraphs and `n_simple` generated paragraphs, shuffled with `seed` (one text per row)."""
     texts = reference_manual_paragraphs() + simple_paragraphs(n_simple, seed)

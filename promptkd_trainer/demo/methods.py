@@ -69,7 +69,7 @@ DISTILL_MAX_LENGTH = 128
 
 def cpu_protocol_config(
     output_dir: str, *, steps: int, learning_rate: float, batch_size: int, seed: int, max_new_tokens: int,
-    max_length: int, **settings,
+    max_length: int, lr_scheduler_type: str = "constant", **settings,
 ) -> PromptKDConfig:
     """A [`PromptKDConfig`] for a short CPU run under a protocol shared by every method: constant learning rate, no
     checkpoints or loggers, the loss terms logged at every step, no gradient checkpointing (see the module
@@ -80,7 +80,7 @@ def cpu_protocol_config(
         output_dir=output_dir,
         max_steps=steps,
         learning_rate=learning_rate,
-        lr_scheduler_type="constant",
+        lr_scheduler_type=lr_scheduler_type,
         per_device_train_batch_size=batch_size,
         seed=seed,
         use_cpu=True,
@@ -104,7 +104,8 @@ def distill_config(cfg, method: str, seed: int, output_dir: str) -> PromptKDConf
         settings["teacher_learning_rate"] = settings.pop("teacher_learning_rate_factor") * cfg.learning_rate
     return cpu_protocol_config(
         output_dir, steps=cfg.steps, learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed,
-        max_new_tokens=cfg.max_new_tokens, max_length=DISTILL_MAX_LENGTH, update_order=cfg.update_order, **settings,
+        max_new_tokens=cfg.max_new_tokens, max_length=DISTILL_MAX_LENGTH, update_order=cfg.update_order,
+        lr_scheduler_type=cfg.lr_scheduler_type, **settings,
     )
 
 
@@ -118,8 +119,8 @@ def train_method(cfg, method: str, seed: int, student, teacher, tokenizer, rows,
     if method in ("sft", "seqkd"):
         history = train_causal_lm(
             student, tokenizer, sft_dataset(tokenizer, rows["prompt"], rows["completion"]), steps=cfg.steps,
-            learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed, lr_scheduler_type="constant",
-            warmup_steps=0, callbacks=callbacks,
+            learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, seed=seed,
+            lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=0, callbacks=callbacks,
         )
         return {"history": history}
     if method not in KD_SETTINGS and method not in ABLATIONS:

@@ -38,7 +38,8 @@ def _setting(results):
         f"A {s['family']} teacher ({m['teacher_parameters']:,} parameters, {m['teacher_non_embedding_parameters']:,} "
         f"without embeddings) and a student ({m['student_parameters']:,}; "
         f"{m['student_non_embedding_parameters']:,}) are both pretrained on English text (CPython's bundled reference "
-        f"manual and generated sentences), then instruction-tuned: the teacher on {s['n_train']:,} task rows, the "
+        f"manual and generated sentences), then instruction-tuned: the teacher on {s['n_train']:,} task rows "
+        f"({100 * s.get('teacher_preamble_fraction', 0.0):.0f} % of its prompts after 1-2 generated sentences), the "
         f"student on {s['n_labelled']} of them, the only labelled rows it and the label-using methods (sft, kd) ever "
         f"see; seqkd, onpolicy and promptkd train on {s['n_prompts']} prompts without their answers. Tasks: "
         f"{', '.join(s['families'])}, each answer with several good wordings (references: all of them). Answer "
@@ -66,7 +67,8 @@ def _checks(results):
         sep = "do not overlap" if c.best_baseline_spread_separated else "overlap"
         lines.append(
             f"- Distillation vs continued SFT: the best baseline, `{c.best_baseline}`, beats `sft` by "
-            f"{c.best_baseline_answer_accuracy_gain_over_sft:+.1f} points of answer accuracy and "
+            f"{c.best_baseline_answer_accuracy_gain_over_sft:+.1f} points of greedy answer accuracy "
+            f"({c.best_baseline_answer_accuracy_sampled_gain_over_sft:+.1f} on sampled answers) and "
             f"{c.best_baseline_gain_over_sft:+.1f} ROUGE-L (sampled); their seed ranges {sep}."
         )
     if c.promptkd_minus_onpolicy_paired:

@@ -139,10 +139,12 @@ class Checks:
     Args:
         teacher_answer_accuracy_greedy (`float`): The teacher's greedy answer accuracy.
         student_init_answer_accuracy_greedy (`float`): The SFT student's, before any method.
-        best_baseline (`str`): The baseline (kd, seqkd, onpolicy) with the highest mean answer accuracy (sampled).
-        best_baseline_answer_accuracy_gain_over_sft (`float`): Its mean answer accuracy (sampled) minus `sft`'s.
+        best_baseline (`str`): The baseline (kd, seqkd, onpolicy) with the highest mean greedy answer accuracy.
+        best_baseline_answer_accuracy_gain_over_sft (`float`): Its mean greedy answer accuracy minus `sft`'s.
+        best_baseline_answer_accuracy_sampled_gain_over_sft (`float`): The same on sampled answers (T=1).
         best_baseline_gain_over_sft (`float`): Its mean ROUGE-L (sampled) minus `sft`'s.
-        best_baseline_spread_separated (`bool`): Its min over seeds is above `sft`'s max, on both metrics.
+        best_baseline_spread_separated (`bool`): Its min over seeds is above `sft`'s max, on greedy answer accuracy
+            and on sampled ROUGE-L.
         loss_reg_step1 ([`Stats`]): `loss/reg` at PromptKD's first step over seeds (nats/token).
         initial_prompt_cost (`dict[str, float]`): Teacher minus teacher with the initial prompt, per metric.
         promptkd_minus_onpolicy_paired (`dict`): `rougeL_sampled` and `answer_accuracy_sampled` (also under the
@@ -153,6 +155,7 @@ class Checks:
     student_init_answer_accuracy_greedy: float
     best_baseline: str | None = None
     best_baseline_answer_accuracy_gain_over_sft: float | None = None
+    best_baseline_answer_accuracy_sampled_gain_over_sft: float | None = None
     best_baseline_gain_over_sft: float | None = None
     best_baseline_spread_separated: bool | None = None
     loss_reg_step1: Stats | None = None

@@ -11,12 +11,17 @@ prompts, PromptKD - on-policy paired with a 95 % interval, exposure bias, what t
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import sys
+import threading
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from queue import Empty
 
 import datasets
 import torch
@@ -42,9 +47,16 @@ logger = logging.get_logger(__name__)
 EXPOSURE_BIAS_METHODS = ("sft", "onpolicy", "promptkd")
 """The students whose exposure bias the demo measures (the paper's analysis compares these)."""
 
+COMPARISON_METHODS = ("onpolicy", "promptkd")
+"""The methods that also run on `comparison_seeds`: the paired PromptKD - on-policy comparison."""
+
 EXPOSURE_BIAS_LENGTHS = (1, 2, 4, 8)
 """Response lengths l at which ExAccErr is reported (those <= max_new_tokens): the demo's answers are 3-10 tokens
 long, so longer prefixes would be measured on the few samples that reach them."""
+
+
+MAX_AUTO_WORKERS = 8
+"""Most processes `--workers 0` starts: each holds a copy of the two small models and runs one job at a time."""
 
 
 class StepProgress(TrainerCallback):
@@ -185,36 +197,120 @@ def _training_rows(cfg, teacher, tokenizer, data, methods):
 
 
 def _distill_all(cfg, models, teacher, tokenizer, data, methods):
-    """Every method for every seed, each from a fresh copy of the SFT student: scores, PromptKD's prompt analysis
-    and the exposure bias of the students in [`EXPOSURE_BIAS_METHODS`]."""
+    """Every method for every seed, each from a fresh copy of the SFT student, and [`COMPARISON_METHODS`] also on
+    `cfg.comparison_seeds`: scores, PromptKD's prompt analysis and the exposure bias of the students in
+    [`EXPOSURE_BIAS_METHODS`] (those two on `cfg.seeds`).
+
+    The (seed, method) runs are independent, so they run in `cfg.workers` processes; each run seeds its own
+    training, sampling and evaluation, so its results do not depend on the worker or the order it ran in.
+    """
     rows = _training_rows(cfg, teacher, tokenizer, data, methods)
-    runs: dict[str, list[Run]] = {m: [] for m in methods}
-    analysis: list[PromptAnalysis] = []
-    exposure: dict[str, list[dict]] = {}
-    progress = StepProgress(len(methods) * len(cfg.seeds) * cfg.steps, "distillation (methods x seeds)", False)
-    for seed in cfg.seeds:
-        for method in methods:
-            student = models.load("student")
-            started = time.perf_counter()
-            record = train_method(cfg, method, seed, student, teacher, tokenizer, rows[method], [progress])
-            train_s = round(time.perf_counter() - started, 1)
-            scores = _score(cfg, tokenizer, data, seed, model=student)
-            runs[method].append(Run(method, seed, scores, train_s, record["history"]))
-            if method == "promptkd":
-                prompted = record["prompted_teacher"]
-                analysis.append(_analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed))
-                if seed == cfg.seeds[0]:  # for `promptkd eval --teacher <models>/teacher --teacher_prompt ...`
-                    prompted.save_pretrained(Path(cfg.output_dir) / "teacher_prompt")
-            if method in EXPOSURE_BIAS_METHODS and cfg.exposure_bias_prompts > 0:
-                result = exposure_bias(
-                    teacher, student, tokenizer, list(data["test"]["prompt"][: cfg.exposure_bias_prompts]),
-                    max_new_tokens=cfg.max_new_tokens, batch_size=GENERATION_BATCH_SIZE, seed=seed,
-                    lengths=[n for n in EXPOSURE_BIAS_LENGTHS if n <= cfg.max_new_tokens],
-                    show_progress=False,
-                )
-                exposure.setdefault(method, []).append({"seed": seed, **result.to_dict()})
+    jobs = [(seed, method) for seed in cfg.seeds for method in methods]
+    if set(COMPARISON_METHODS) <= set(methods):
+        jobs += [(seed, method) for seed in cfg.comparison_seeds for method in COMPARISON_METHODS]
+    workers = min(resolve_workers(cfg.workers), len(jobs))
+    progress = StepProgress(len(jobs) * cfg.steps, "distillation (methods x seeds)", False)
+    if workers <= 1:
+        done = {
+            job: _run_job(cfg, models, rows[job[1]], data["test"], *job, callbacks=[progress]) for job in jobs
+        }
+    else:
+        done = _run_jobs_in_processes(cfg, models, rows, data["test"], jobs, workers, progress)
     progress.bar.close()
+    runs: dict[str, list[Run]] = {m: [done[job][0] for job in jobs if job[1] == m] for m in methods}
+    analysis = [done[(seed, "promptkd")][1] for seed in cfg.seeds if "promptkd" in methods]
+    exposure: dict[str, list[dict]] = {}
+    for job in jobs:
+        if done[job][2] is not None:
+            exposure.setdefault(job[1], []).append(done[job][2])
     return runs, analysis, exposure
+
+
+def resolve_workers(workers: int) -> int:
+    """`workers`, or for 0 the CPUs this process may use (at most [`MAX_AUTO_WORKERS`])."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0: one per CPU), got {workers}.")
+    if workers:
+        return workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, MAX_AUTO_WORKERS))
+
+
+class _QueueProgress(TrainerCallback):
+    """A worker's step counter: one item per optimizer step on a queue that the parent's progress bar reads."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.queue.put(1)
+
+
+def _worker_init(threads: int):
+    """A worker's set-up: its torch threads, and for its whole life (it only runs demo jobs) what
+    [`_quiet_libraries`] silences in the parent."""
+    torch.set_num_threads(threads)
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
+def _run_jobs_in_processes(cfg, models, rows, test, jobs, workers, progress) -> dict:
+    """[`_run_job`] for each job in a pool of `workers` spawned processes, the progress bar fed from a queue."""
+    context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
+    with context.Manager() as manager:
+        queue = manager.Queue()
+        stop = threading.Event()
+
+        def drain():
+            while not stop.is_set() or not queue.empty():
+                try:
+                    progress.bar.update(queue.get(timeout=0.2))
+                except Empty:
+                    pass
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                     initargs=(cfg.threads,)) as pool:  # fmt: skip
+                futures = {
+                    job: pool.submit(_run_job, cfg, models, rows[job[1]], test, *job, queue=queue) for job in jobs
+                }
+                return {job: future.result() for job, future in futures.items()}
+        finally:
+            stop.set()
+            reader.join()
+
+
+def _run_job(cfg, models, rows, test, seed, method, callbacks=None, queue=None):
+    """Train one method with one seed from the SFT student and measure it: `(Run, PromptAnalysis or None, exposure
+    bias record or None)`."""
+    if queue is not None:
+        callbacks = [_QueueProgress(queue)]
+    tokenizer, teacher = models.tokenizer(), models.load("teacher").eval()
+    data = {"test": test}
+    student = models.load("student")
+    started = time.perf_counter()
+    record = train_method(cfg, method, seed, student, teacher, tokenizer, rows, callbacks)
+    train_s = round(time.perf_counter() - started, 1)
+    run = Run(method, seed, _score(cfg, tokenizer, data, seed, model=student), train_s, record["history"])
+    analysis = exposure = None
+    analysed = seed in cfg.seeds  # the comparison seeds only add to the paired interval
+    if method == "promptkd" and analysed:
+        prompted = record["prompted_teacher"]
+        analysis = _analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed)
+        if seed == cfg.seeds[0]:  # for `promptkd eval --teacher <models>/teacher --teacher_prompt ...`
+            prompted.save_pretrained(Path(cfg.output_dir) / "teacher_prompt")
+    if method in EXPOSURE_BIAS_METHODS and cfg.exposure_bias_prompts > 0 and analysed:
+        result = exposure_bias(
+            teacher, student, tokenizer, list(test["prompt"][: cfg.exposure_bias_prompts]),
+            max_new_tokens=cfg.max_new_tokens, batch_size=GENERATION_BATCH_SIZE, seed=seed,
+            lengths=[n for n in EXPOSURE_BIAS_LENGTHS if n <= cfg.max_new_tokens], show_progress=False,
+        )
+        exposure = {"seed": seed, **result.to_dict()}
+    return run, analysis, exposure
 
 
 def _analyse_prompt(cfg, models, prompted, student, tokenizer, data, seed) -> PromptAnalysis:

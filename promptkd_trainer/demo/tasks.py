@@ -102,12 +102,10 @@ FACTS = {
 ORDINALS = ("first", "second", "third", "last")
 
 # The `facts` family's world: what each person likes, a fixed table (its own seed, not the data's), so that every
-# split asks about the same world. 40 people x 5 attributes = 200 facts: a teacher trained on thousands of rows knows
-# them all, a student that saw a few hundred rows knows few.
-PEOPLE = NAMES + (
-    "Adam", "Bella", "Carl", "Dora", "Eric", "Fiona", "Gus", "Hana", "Ivan", "Jade", "Kurt", "Lena", "Milo", "Nina",
-    "Omar", "Pia", "Quinn", "Rosa", "Theo", "Uma", "Vera", "Will", "Xena", "Yara", "Zack", "Otto", "Ella", "Finn",
-)  # fmt: skip
+# split asks about the same world. 24 people x 5 attributes = 120 facts: a teacher trained on thousands of rows knows
+# them all, a student that saw a few dozen rows knows few. (With 200 facts the demo's student learned too few of them
+# in its distillation budget for any method to move its answer accuracy; docs/demo.md.)
+PEOPLE = NAMES + ("Adam", "Bella", "Carl", "Dora", "Eric", "Fiona", "Gus", "Hana", "Ivan", "Jade", "Kurt", "Theo")
 FACT_ATTRIBUTES = ("color", "city", "pet", "sport", "food")
 FACTS_WORLD_SEED = 1234
 _FACT_QUESTIONS = {
