@@ -94,6 +94,22 @@ def test_demo_runs_the_same_in_one_process_as_in_worker_processes(first_run):
     assert sequential["prompt"] == parallel["prompt"]
 
 
+def test_a_run_that_fails_in_a_worker_stops_the_demo_with_its_error(first_run):
+    from pathlib import Path
+
+    from promptkd_trainer.demo.build import DemoModels, make_data
+    from promptkd_trainer.demo.run import StepProgress, _run_jobs_in_processes, parse_args
+
+    root, results = first_run
+    cfg = parse_args([*TINY, "--output_dir", str(root / "failed")])
+    data = make_data(cfg)
+    models = DemoModels(Path(results["models"]["path"]), {}, cached=True)
+    jobs = [(seed, "no_such_method") for seed in (10, 20, 30)]
+    with pytest.raises(ValueError, match="Unknown method 'no_such_method'"):
+        _run_jobs_in_processes(cfg, models, {"no_such_method": data["prompts"]}, data["test"], jobs, 2,
+                               StepProgress(len(jobs), "failing", close_at_train_end=False))
+
+
 def test_demo_exposure_bias_for_sft_onpolicy_promptkd(first_run):
     _, results = first_run
     exposure = results["exposure_bias"]

@@ -51,8 +51,8 @@ COMPARISON_METHODS = ("onpolicy", "promptkd")
 """The methods that also run on `comparison_seeds`: the paired PromptKD - on-policy comparison."""
 
 EXPOSURE_BIAS_LENGTHS = (1, 2, 4, 8)
-"""Response lengths l at which ExAccErr is reported (those <= max_new_tokens): the demo's answers are 3-10 tokens
-long, so longer prefixes would be measured on the few samples that reach them."""
+"""Response lengths l at which ExAccErr is reported (those <= max_new_tokens): the demo's answers are 3-8 tokens
+long with EOS, so longer prefixes would be measured on the few samples that reach them."""
 
 
 MAX_AUTO_WORKERS = 8
@@ -278,7 +278,11 @@ def _run_jobs_in_processes(cfg, models, rows, test, jobs, workers, progress) -> 
                 futures = {
                     job: pool.submit(_run_job, cfg, models, rows[job[1]], test, *job, queue=queue) for job in jobs
                 }
-                return {job: future.result() for job, future in futures.items()}
+                try:
+                    return {job: future.result() for job, future in futures.items()}
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)  # a failed run: do not start the queued ones
+                    raise
         finally:
             stop.set()
             reader.join()
