@@ -1,8 +1,8 @@
 # Copyright 2026 The promptkd-trainer contributors. Licensed under the Apache License, Version 2.0.
 """The five methods the demo compares, all from the same SFT student under one protocol.
 
-Every method gets the same steps, batch size, learning rate, constant schedule and seed; they differ only in what
-the paper says they differ in (PromptKD paper, Section 4.1 baselines) and in the data that this requires:
+Every method gets the same steps, batch size, learning rate, schedule (constant by default) and seed; they differ
+only in what the paper says they differ in (PromptKD paper, Section 4.1 baselines) and in the data that this requires:
 
 - `sft`: more supervised training on the `n_labelled` labelled rows;
 - `kd`: word-level KD, forward KL(teacher || student) on the labelled references (`lmbda=0`, no prompt);
@@ -71,7 +71,8 @@ def cpu_protocol_config(
     output_dir: str, *, steps: int, learning_rate: float, batch_size: int, seed: int, max_new_tokens: int,
     max_length: int, lr_scheduler_type: str = "constant", **settings,
 ) -> PromptKDConfig:
-    """A [`PromptKDConfig`] for a short CPU run under a protocol shared by every method: constant learning rate, no
+    """A [`PromptKDConfig`] for a short CPU run under a protocol shared by every method: one schedule (constant unless
+    `lr_scheduler_type` says otherwise), no
     checkpoints or loggers, the loss terms logged at every step, no gradient checkpointing (see the module
     docstring), fp32. `settings` are the method's own (e.g. `num_virtual_tokens=0`). Used by the demo and by
     `examples/smollm2/run.py`.

@@ -94,19 +94,24 @@ def _timed(timings: dict, name: str):
 def _quiet_libraries():
     """No per-step log dicts, weight-loading bars or dataset-map bars between the demo's own progress bars."""
     verbosity, bars = logging.get_verbosity(), datasets.are_progress_bars_disabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    datasets.disable_progress_bars()
     try:
         with warnings.catch_warnings():
-            # transformers 5.x deprecation notices about its own method names, not about anything the user can change.
-            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            _silence_libraries()
             yield
     finally:
         logging.set_verbosity(verbosity)
         logging.enable_progress_bar()
         if not bars:
             datasets.enable_progress_bars()
+
+
+def _silence_libraries():
+    """Errors only from transformers, no transformers or datasets progress bars, and no FutureWarnings from
+    transformers (5.x deprecation notices about its own method names, not about anything the user can change)."""
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
 
 
 def _prompt_defaults() -> dict:
@@ -250,10 +255,7 @@ def _worker_init(threads: int):
     """A worker's set-up: its torch threads, and for its whole life (it only runs demo jobs) what
     [`_quiet_libraries`] silences in the parent."""
     torch.set_num_threads(threads)
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    _silence_libraries()
 
 
 def _run_jobs_in_processes(cfg, models, rows, test, jobs, workers, progress) -> dict:
